@@ -1,0 +1,33 @@
+"""iqa-plugin: CLIP-based image quality metrics for pyiqa (QualiCLIP, SFD-IQA) and the SFD SR model.
+
+Importing this package registers the plugin's metrics into pyiqa::
+
+    import iqa_plugin, pyiqa
+    metric = pyiqa.create_metric("qualiclip")
+    score = metric("photo.jpg")  # tensor [1, 1] in [0, 1], higher is better
+
+For many images of mixed sizes use :class:`iqa_plugin.BatchScorer`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from iqa_plugin.registration import register
+
+__version__ = "0.1.0"
+__all__ = ["BatchScorer", "register", "__version__"]
+
+if TYPE_CHECKING:
+    from iqa_plugin.scorer import BatchScorer
+
+
+def __getattr__(name: str):
+    if name == "BatchScorer":
+        from iqa_plugin.scorer import BatchScorer
+
+        return BatchScorer
+    raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
+
+
+register()

@@ -1,0 +1,107 @@
+"""CLIP RN50 from open_clip (built without any download) and its image tower without positional embedding.
+
+QualiCLIP's checkpoint holds the whole OpenAI CLIP RN50 under ``clip_model.<key>``; open_clip's
+``RN50-quickgelu`` uses the same key names (QuickGELU as in OpenAI's text tower), so it loads directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: The checkpoint prefix QualiCLIP.pth uses for the CLIP keys.
+CLIP_PREFIX = "clip_model."
+
+
+def build_rn50_clip() -> nn.Module:
+    """An open_clip CLIP RN50 (OpenAI layout, QuickGELU) with random weights; never downloads."""
+    import open_clip
+
+    open_clip_logger = logging.getLogger()
+    level = open_clip_logger.level
+    open_clip_logger.setLevel(logging.ERROR)  # silence "No pretrained weights loaded" (intended here)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return open_clip.create_model("RN50-quickgelu", pretrained=None)
+    finally:
+        open_clip_logger.setLevel(level)
+
+
+def split_qualiclip_checkpoint(state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Split a QualiCLIP.pth dict into (CLIP state dict without prefix, prompts_features [14, 1024]).
+
+    Raises:
+        ValueError: the dict is not in the QualiCLIP.pth layout (names ``source`` and the missing keys).
+    """
+    if "prompts_features" not in state:
+        raise ValueError(
+            f"{source}: not a QualiCLIP checkpoint: it has no 'prompts_features' entry "
+            f"(top-level keys start with {sorted(state)[:5]}). Expected the QualiCLIP.pth layout: "
+            f"'{CLIP_PREFIX}<OpenAI CLIP key>' tensors plus 'prompts_features' [14, 1024]."
+        )
+    clip_state = {k[len(CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+    features = state["prompts_features"]
+    if features.ndim != 2 or features.shape[0] != 14:
+        raise ValueError(f"{source}: 'prompts_features' has shape {tuple(features.shape)}, expected [14, 1024].")
+    return clip_state, features
+
+
+def load_clip_weights(clip: nn.Module, clip_state: dict[str, torch.Tensor], source: str) -> None:
+    """Load OpenAI-layout CLIP weights into an open_clip model, with an error that lists what differs."""
+    expected = set(clip.state_dict())
+    missing = sorted(expected - set(clip_state))
+    unexpected = sorted(set(clip_state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: CLIP weights do not match RN50: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Pass a QualiCLIP RN50 checkpoint."
+        )
+    clip.load_state_dict(clip_state, strict=True)
+
+
+class ImageTower(nn.Module):
+    """CLIP's ModifiedResNet image encoder whose attention pool skips the positional embedding.
+
+    Without positional embedding the pool accepts any feature map, so any input >= 32 px works. Only the
+    pooled (mean) token is used, so only its query is computed: attention costs O(HW) instead of O(HW^2),
+    with the same result as the full attention's first row.
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        self.num_heads = visual.attnpool.num_heads
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = x.to(v.conv1.weight.dtype)
+        x = v.act1(v.bn1(v.conv1(x)))
+        x = v.act2(v.bn2(v.conv2(x)))
+        x = v.act3(v.bn3(v.conv3(x)))
+        x = v.avgpool(x)
+        return v.layer4(v.layer3(v.layer2(v.layer1(x))))
+
+    def attention_pool(self, x: torch.Tensor) -> torch.Tensor:
+        pool = self.visual.attnpool
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, HW+1, C]
+        heads, dim = self.num_heads, c // self.num_heads
+        q = F.linear(tokens[:, :1], pool.q_proj.weight, pool.q_proj.bias)
+        k = F.linear(tokens, pool.k_proj.weight, pool.k_proj.bias)
+        v = F.linear(tokens, pool.v_proj.weight, pool.v_proj.bias)
+        q, k, v = (t.view(b, -1, heads, dim).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, 1, dim]
+        out = out.transpose(1, 2).reshape(b, c)
+        return F.linear(out, pool.c_proj.weight, pool.c_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: CLIP-normalised ``[B, 3, H, W]`` -> image features ``[B, 1024]`` (not normalised)."""
+        return self.attention_pool(self.feature_map(x))

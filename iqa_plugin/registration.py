@@ -1,0 +1,68 @@
+"""Registration of the plugin's metrics into pyiqa (DESIGN decision 1).
+
+``register()`` runs on ``import iqa_plugin`` and from pyiqa's ``pyiqa.archs`` entry point. It is
+idempotent: it adds our arch classes to ``ARCH_REGISTRY`` under names of our own and writes one
+``DEFAULT_CONFIGS`` entry per metric model card. The five QualiCLIP names that pyiqa 0.1.16 ships are
+re-pointed at our implementation on purpose (same scores on the same weights, see the parity test); any
+other name that pyiqa already defines with a different arch is left alone with a warning, never overwritten.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+#: Names pyiqa ships whose entries this plugin deliberately takes over.
+TAKEN_OVER = ("qualiclip", "qualiclip+", "qualiclip+-clive", "qualiclip+-flive", "qualiclip+-spaq")
+
+
+def arch_classes() -> dict[str, type[nn.Module]]:
+    """Arch name -> class for every network this plugin provides to pyiqa."""
+    from iqa_plugin.qualiclip import IqaPluginQualiCLIP
+
+    return {"IqaPluginQualiCLIP": IqaPluginQualiCLIP}
+
+
+def config_entry(card) -> dict:
+    """The pyiqa ``DEFAULT_CONFIGS`` entry for a metric model card."""
+    low, high = card.score_range
+    return {
+        "metric_opts": {"type": card.arch, **card.arch_options},
+        "metric_mode": card.metric_mode,
+        "score_range": f"{low:g}, {high:g}",
+        "lower_better": card.lower_better,
+    }
+
+
+def _ours(entry: dict, archs: dict[str, type]) -> bool:
+    return entry.get("metric_opts", {}).get("type") in archs
+
+
+def register() -> list[str]:
+    """Register every metric card into pyiqa; returns the names now served by this plugin."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.utils.registry import ARCH_REGISTRY
+
+    from iqa_plugin.cards import list_cards
+
+    archs = arch_classes()
+    for name, cls in archs.items():
+        if ARCH_REGISTRY._obj_map.get(name) is not cls:
+            ARCH_REGISTRY.register(cls, name=name, override=True)
+    served = []
+    for card in list_cards():
+        if card.kind != "metric" or card.arch not in archs:
+            continue
+        existing = DEFAULT_CONFIGS.get(card.name)
+        if existing is not None and card.name not in TAKEN_OVER and not _ours(existing, archs):
+            warnings.warn(
+                f"Model card {card.name!r} not registered: pyiqa already defines {card.name!r} "
+                f"(arch {existing.get('metric_opts', {}).get('type')!r}). Rename the card.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            continue
+        DEFAULT_CONFIGS[card.name] = config_entry(card)
+        served.append(card.name)
+    return served

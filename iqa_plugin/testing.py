@@ -1,0 +1,103 @@
+"""Helpers for tests, benchmarks and demos that must run without any download.
+
+* :func:`real_photo_paths` finds real photographs that ship inside installed packages
+  (scikit-image, scikit-learn, matplotlib).
+* :func:`fabricate_qualiclip_checkpoint` and :func:`fabricate_qualiclip_plus_params` write seeded random
+  checkpoints in the exact published layouts (``QualiCLIP.pth``: the whole OpenAI CLIP RN50 under
+  ``clip_model.*`` plus ``prompts_features``; ``QualiCLIP+_*.pth``: ``{'params': {prompt_learner.*}}``).
+  Scores from such weights are meaningless; layouts, shapes and dtypes are real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from iqa_plugin.prompts import PROMPT_PAIRS
+
+#: (package, path inside the package) of real photos; portrait and odd sizes included on purpose.
+PACKAGED_PHOTOS: tuple[tuple[str, str], ...] = (
+    ("skimage", "data/astronaut.png"),  # 512x512
+    ("skimage", "data/coffee.png"),  # 600x400
+    ("skimage", "data/rocket.jpg"),  # 640x427
+    ("skimage", "data/chelsea.png"),  # 451x300
+    ("skimage", "data/motorcycle_left.png"),  # 741x500
+    ("sklearn", "datasets/images/china.jpg"),  # 640x427
+    ("sklearn", "datasets/images/flower.jpg"),  # 640x427
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),  # 512x600 portrait
+)
+
+
+def real_photo_paths() -> list[Path]:
+    """Paths of the real photos in :data:`PACKAGED_PHOTOS` whose package is installed.
+
+    Raises:
+        RuntimeError: none of scikit-image, scikit-learn and matplotlib is installed.
+    """
+    found = []
+    for package, relative in PACKAGED_PHOTOS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(next(iter(spec.submodule_search_locations))) / relative
+        if path.is_file():
+            found.append(path)
+    if not found:
+        raise RuntimeError(
+            "No sample photos found: install scikit-image, scikit-learn or matplotlib "
+            "(pip install 'iqa-plugin[test]')."
+        )
+    return found
+
+
+def _randomize_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial affine parameters and running statistics."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.weight.data = 0.5 + 0.5 * torch.rand(n, generator=generator)
+            module.bias.data = 0.1 * torch.randn(n, generator=generator)
+            module.running_mean.data = 0.1 * torch.randn(n, generator=generator)
+            module.running_var.data = 0.5 + torch.rand(n, generator=generator)
+
+
+def fabricated_clip_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random OpenAI-layout CLIP RN50 state dict (fp32), as QualiCLIP stores it."""
+    from iqa_plugin.clip_backbone import build_rn50_clip
+
+    torch.manual_seed(seed)  # open_clip's initialisers use the global RNG
+    clip = build_rn50_clip()
+    generator = torch.Generator().manual_seed(seed)
+    _randomize_batchnorm(clip.visual, generator)
+    clip.logit_scale.data.fill_(torch.log(torch.tensor(100.0)).item())
+    return {k: v.detach().clone().float() if v.is_floating_point() else v.clone() for k, v in clip.state_dict().items()}
+
+
+def fabricate_qualiclip_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """Write a fabricated ``QualiCLIP.pth`` (about 408 MB, the published layout) and return its path."""
+    path = Path(path)
+    state = {f"clip_model.{k}": v for k, v in fabricated_clip_state_dict(seed).items()}
+    generator = torch.Generator().manual_seed(seed + 7919)
+    features = torch.randn(len(PROMPT_PAIRS) * 2, 1024, generator=generator)
+    state["prompts_features"] = features / features.norm(dim=-1, keepdim=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def fabricate_qualiclip_plus_params(path: str | Path, seed: int = 1, n_ctx: int = 16) -> Path:
+    """Write a fabricated ``QualiCLIP+_*.pth`` (pyiqa's ``{'params': ...}`` layout) and return its path."""
+    path = Path(path)
+    generator = torch.Generator().manual_seed(seed)
+    n_prompts = len(PROMPT_PAIRS) * 2
+    width, context = 512, 77
+    params = {
+        "prompt_learner.ctx": 0.02 * torch.randn(n_prompts, n_ctx, width, generator=generator),
+        "prompt_learner.token_prefix": 0.02 * torch.randn(n_prompts, 1, width, generator=generator),
+        "prompt_learner.token_suffix": 0.02 * torch.randn(n_prompts, context - 1 - n_ctx, width, generator=generator),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params": params}, path)
+    return path

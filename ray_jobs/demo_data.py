@@ -1,0 +1,67 @@
+"""The embedded default of ``iqa score --demo``: real photos from installed packages, degraded copies of
+each (blur, noise, JPEG artefacts, pixelation, darkening) and a few broken files, written to a local
+folder, so the job has something to score with no data and no object store at hand.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+DEGRADATIONS = ("blur", "noise", "jpeg", "pixelate", "dark")
+
+
+def degrade(image: Image.Image, kind: str, seed: int = 0) -> Image.Image:
+    """One visibly degraded copy of ``image`` (``kind`` from :data:`DEGRADATIONS`)."""
+    if kind == "blur":
+        return image.filter(ImageFilter.GaussianBlur(radius=max(2.0, min(image.size) / 60)))
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        pixels = np.asarray(image, dtype=np.float32)
+        noisy = pixels + rng.normal(0.0, 28.0, pixels.shape)
+        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    if kind == "jpeg":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=5)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if kind == "pixelate":
+        small = image.resize((max(8, image.width // 12), max(8, image.height // 12)), Image.Resampling.BILINEAR)
+        return small.resize(image.size, Image.Resampling.NEAREST)
+    if kind == "dark":
+        return Image.fromarray((np.asarray(image, dtype=np.float32) * 0.25).astype(np.uint8))
+    raise ValueError(f"kind={kind!r}: expected one of {DEGRADATIONS}")
+
+
+def build_demo_folder(folder: str | Path, *, short_side: int = 256, seed: int = 0) -> int:
+    """Write the demo collection to ``folder`` (idempotent) and return how many files it holds."""
+    from iqa_plugin.testing import real_photo_paths
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(real_photo_paths()):
+        image = Image.open(path).convert("RGB")
+        scale = short_side / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+        stem = path.stem
+        image.save(folder / f"{stem}.jpg", quality=92)
+        for kind in DEGRADATIONS:
+            degrade(image, kind, seed=seed + index).save(folder / f"{stem}-{kind}.jpg", quality=92)
+    (folder / "broken-empty.jpg").write_bytes(b"")
+    whole = (folder / f"{stem}.jpg").read_bytes()
+    (folder / "broken-truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "broken-notes.txt").write_text("not an image\n")
+    return sum(1 for item in folder.iterdir() if item.is_file())
+
+
+def prepare_demo(src: str | None, out: str | None, log: Callable[[str], None] = print) -> tuple[str, str]:
+    """``(src, out)`` for ``--demo``: builds the sample folder unless SRC was given; out defaults beside it."""
+    root = Path(out).parent if out and "://" not in out else Path("iqa-demo")
+    if src is None:
+        src = str(root / "photos")
+        count = build_demo_folder(src)
+        log(f"demo: {count} sample files (real photos, degraded copies, 3 broken files) in {src}")
+    return src, out or str(root / "scores")

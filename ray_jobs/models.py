@@ -1,0 +1,62 @@
+"""``iqa models``: list the model cards this installation serves, with their weights and cache state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the cards as JSON instead of a table")
+
+
+def _rows() -> list[dict]:
+    from iqa_plugin.cards import list_cards
+    from iqa_plugin.weights import cache_path_for
+
+    rows = []
+    for card in sorted(list_cards(), key=lambda c: c.name):
+        model = card.weights["model"]
+        cached = cache_path_for(model.urls[0], sha256=model.sha256)
+        rows.append(
+            {
+                "name": card.name,
+                "kind": card.kind,
+                "arch": card.arch,
+                "weights_url": model.urls[0],
+                "sha256": model.sha256,
+                "bytes": model.bytes,
+                "cached": cached.is_file(),
+                "cache_path": str(cached),
+                "license": card.license,
+                "paper": card.paper,
+            }
+        )
+    return rows
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    rows = _rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<20} {'kind':<7} {'arch':<22} {'size':>10}  {'sha256':<14} cached  weights")
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "?"
+        sha = row["sha256"][:12] if row["sha256"] else "unpublished"
+        print(
+            f"{row['name']:<20} {row['kind']:<7} {row['arch']:<22} {size:>10}  {sha:<14} "
+            f"{'yes' if row['cached'] else 'no':<7} {row['weights_url']}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs.models", description=__doc__)
+    configure_parser(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
