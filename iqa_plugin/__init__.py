@@ -11,9 +11,10 @@ For many images of mixed sizes use :class:`iqa_plugin.BatchScorer`.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
-from iqa_plugin.registration import register
+from iqa_plugin.registration import register, register_when_pyiqa_imports
 
 __version__ = "0.1.0"
 __all__ = ["BatchScorer", "register", "__version__"]
@@ -30,4 +31,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
 
 
-register()
+# Register into pyiqa now if it is loaded, else right after it is first imported: ``import iqa_plugin``
+# stays light (Ray decode workers import ``iqa_plugin.images`` without paying for pyiqa), and
+# ``pyiqa.create_metric('qualiclip')`` still finds our entries whichever package is imported first.
+if "pyiqa" in sys.modules:
+    register()
+else:
+    register_when_pyiqa_imports()

@@ -11,10 +11,11 @@ flips ``LOAD_TRUNCATED_IMAGES`` (pyiqa's AVA dataset does) cannot make truncated
 >>> buf = io.BytesIO(); Image.new("L", (40, 32), 200).save(buf, "PNG")
 >>> decode_image_array(buf.getvalue()).shape
 (32, 40, 3)
->>> decode_image_array(b"").dtype
-Traceback (most recent call last):
-...
-iqa_plugin.images.ImageInputError: [empty] <bytes>: got zero bytes; expected the bytes of an image file. Fix: check the download or the file on disk; it is empty.
+>>> try:
+...     decode_image_array(b"", source="s3://bucket/empty.jpg")
+... except ImageInputError as error:
+...     print(error.reason, "|", error)
+empty | [empty] s3://bucket/empty.jpg: got zero bytes; expected the bytes of an image file. Fix: check the download or the file on disk; it is empty
 """
 
 from __future__ import annotations
@@ -190,15 +191,21 @@ def decode_image_array(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 
     ``max_pixels`` is checked from the header before decoding (``None`` disables it; images above twice
     PIL's global ``Image.MAX_IMAGE_PIXELS`` are still refused by PIL and reported as ``too_many_pixels``).
+    A JPEG or PNG that ends early is ``truncated`` even when ``ImageFile.LOAD_TRUNCATED_IMAGES`` is on;
+    for other formats that switch, when someone turned it on, still lets PIL fill the missing part.
     Raises :class:`ImageInputError` with a reason from :data:`REASONS`.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _fail(UNSUPPORTED_TYPE, source, f"got {type(data).__name__}", "the bytes of an image file",
+                    "read the file first (Path(p).read_bytes()) or call load_image(path)")
     data = bytes(data) if not isinstance(data, bytes) else data
     if not data:
         raise _fail(EMPTY, source, "got zero bytes", "the bytes of an image file",
                     "check the download or the file on disk; it is empty")
     try:
         with warnings.catch_warnings():
-            # our own header check below replaces PIL's warning; its hard error is mapped further down
+            # Our header check below replaces PIL's warning (its hard error is mapped further down). The
+            # filter is process-wide for this instant before Python 3.14; only this warning is touched.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -405,7 +412,7 @@ def _check_values(x: torch.Tensor, name: str) -> None:
     """One reduction and one device sync: aminmax propagates NaN, and inf shows up as the min or max."""
     if x.numel() == 0:
         return
-    lo, hi = torch.stack(torch.aminmax(x.detach().float())).tolist()
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         d = x.detach()
         raise _fail(BAD_VALUES, name, f"{int(torch.isnan(d).sum())} NaN and {int(torch.isinf(d).sum())} "

@@ -37,7 +37,7 @@ def _columns(batch: Batch, needed: tuple[str, ...], what: str) -> tuple[dict[str
         missing = [name for name in needed if name not in source]
         columns = {name: list(source[name]) for name in needed if name in source}
     elif isinstance(batch, Sequence) and all(isinstance(row, Mapping) for row in batch):
-        missing = sorted({name for row in batch for name in needed if name not in row})
+        missing = [name for name in needed if any(name not in row for row in batch)]
         columns = {name: [row[name] for row in batch] for name in needed if not missing}
     else:
         raise TypeError(

@@ -9,6 +9,9 @@ other name that pyiqa already defines with a different arch is left alone with a
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 import warnings
 
 from torch import nn
@@ -66,3 +69,40 @@ def register() -> list[str]:
         DEFAULT_CONFIGS[card.name] = config_entry(card)
         served.append(card.name)
     return served
+
+
+class _PyiqaImportHook(importlib.abc.MetaPathFinder):
+    """Finds ``pyiqa`` through the normal finders and calls :func:`register` once its import finished."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "pyiqa":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # one-shot; also keeps find_spec below from recursing
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        register()
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+def register_when_pyiqa_imports() -> None:
+    """Arrange for :func:`register` to run right after ``pyiqa`` is first imported (idempotent)."""
+    if "pyiqa" in sys.modules:
+        register()
+    elif not any(isinstance(finder, _PyiqaImportHook) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PyiqaImportHook())

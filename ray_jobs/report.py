@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import html
 import io
 import json
@@ -84,8 +85,22 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-def _fmt_score(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
+def _fmt_score(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def score_digits(scores: np.ndarray) -> int:
+    """Decimals that tell the scores apart: 4, or more when they all sit in a narrow range."""
+    spread = float(scores.max() - scores.min()) if scores.size else 0.0
+    return 4 if spread <= 0 else int(min(8, max(4, math.ceil(-math.log10(spread)) + 2)))
+
+
+def _fmt_time(value: Any) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if moment.utcoffset() == dt.timedelta(0) else "")
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -120,7 +135,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def histogram_svg(scores: np.ndarray, width: int = 700, height: int = 260) -> str:
+def histogram_svg(scores: np.ndarray, width: int = 700, height: int = 260, digits: int = 3) -> str:
     """The score histogram as an inline ``<svg>`` with axes, median and mean markers, one ``<rect>`` a bin."""
     if scores.size == 0:
         return '<p class="none">No scored images.</p>'
@@ -132,7 +147,7 @@ def histogram_svg(scores: np.ndarray, width: int = 700, height: int = 260) -> st
     low, high = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step  # round axis ends
     bins = int(min(40, max(8, math.ceil(math.sqrt(scores.size)))))
     counts, edges = np.histogram(scores, bins=bins, range=(low, high))
-    left, right, top, bottom = 48, 14, 30, 36
+    left, right, top, bottom = 48, 28, 30, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     y_ticks = nice_ticks(0, float(counts.max()), 4)
     y_max = max(float(counts.max()), y_ticks[-1] if y_ticks else 1.0) or 1.0
@@ -154,7 +169,7 @@ def histogram_svg(scores: np.ndarray, width: int = 700, height: int = 260) -> st
         out.append(
             f'<rect class="bin" data-count="{int(count)}" x="{x + 0.5:.1f}" y="{y:.1f}" '
             f'width="{max(bar_w - 1.5, 1):.1f}" height="{top + plot_h - y:.1f}" rx="2" fill="#4e79d6">'
-            f"<title>{edges[i]:.3f} to {edges[i + 1]:.3f}: {int(count)} images</title></rect>"
+            f"<title>{edges[i]:.{digits}f} to {edges[i + 1]:.{digits}f}: {int(count)} images</title></rect>"
         )
     axis_y = top + plot_h
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{axis_y}" y2="{axis_y}" stroke="#98a2b3"/>')
@@ -169,7 +184,7 @@ def histogram_svg(scores: np.ndarray, width: int = 700, height: int = 260) -> st
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}" stroke="{color}" '
             f'stroke-width="1.8" stroke-dasharray="5 4"/>'
             f'<line x1="{legend_x}" x2="{legend_x + 22}" y1="10" y2="10" stroke="{color}" stroke-width="1.8" '
-            f'stroke-dasharray="5 4"/><text x="{legend_x + 28}" y="14">{name} {value:.3f}</text>'
+            f'stroke-dasharray="5 4"/><text x="{legend_x + 28}" y="14">{name} {value:.{digits}f}</text>'
         )
     out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 2}" text-anchor="middle">score</text>')
     out.append("</svg>")
@@ -200,7 +215,7 @@ def _thumbnail(uri: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str) -> str:
+def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str, digits: int) -> str:
     if not rows:
         return '<p class="none">No images in this group.</p>'
     cells = []
@@ -214,7 +229,7 @@ def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str) -
             f'<figure class="thumb" data-group="{which}" data-id="{_esc(row["id"])}" '
             f'data-score="{row["score"]!r}" title="{_esc(row["uri"])}">'
             f'<div class="frame">{picture}</div><figcaption><span class="rank">#{row["rank"]}{size}</span>'
-            f'<span class="score">{_fmt_score(row["score"])}</span>'
+            f'<span class="score">{_fmt_score(row["score"], digits)}</span>'
             f'<span class="id">{_esc(row["id"])}</span></figcaption></figure>'
         )
     return f'<div class="grid" id="{which}-grid">{"".join(cells)}</div>'
@@ -283,6 +298,7 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
     n_scored = scored.num_rows
     scores = scored["score"].to_numpy(zero_copy_only=False).astype(np.float64)
     n_inputs = int(job.get("n_inputs", n_rows))
+    digits = score_digits(scores)
     n_top = min(thumbnails, n_scored)
     n_bottom = min(thumbnails, n_scored - n_top)
     columns = ["id", "uri", "score", "width", "height"]
@@ -311,12 +327,12 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
              ("p90", np.percentile(scores, 90) if n_scored else None), ("max", scores.max() if n_scored else None),
              ("std", scores.std() if n_scored else None)]
     stats_rows = "".join(
-        f'<tr><th>{name}</th><td class="num" data-stat="{name}">{_fmt_score(None if v is None else float(v))}</td></tr>'
+        f'<tr><th>{name}</th><td class="num" data-stat="{name}">{_fmt_score(None if v is None else float(v), digits)}</td></tr>'
         for name, v in stats
     )
     pct = f"{n_errors / n_rows:.1%} of rows" if n_rows else ""
     cards = "".join([
-        _card("Inputs", "inputs", _fmt_int(n_inputs), n_inputs, f"{_fmt_int(n_rows)} rows written"),
+        _card("Inputs", "inputs", _fmt_int(n_inputs), n_inputs, f"{_fmt_int(n_rows)} row{'s' if n_rows != 1 else ''} written"),
         _card("Scored", "scored", _fmt_int(n_scored), n_scored, f"{n_scored / n_rows:.1%} of rows" if n_rows else "",
               "good"),
         _card("Errors", "errors", _fmt_int(n_errors), n_errors, pct, "bad" if n_errors else ""),
@@ -325,7 +341,7 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
     ])
     sha_html = "<br>".join(f'<span class="sha" data-sha256="{_esc(s)}">sha256 {_esc(s)}</span>' for s in shas)
     warn_html = "".join(f'<div class="warn">{_esc(w)}</div>' for w in warnings)
-    when = " → ".join(_esc(job[k]) for k in ("started", "finished") if job.get(k))
+    when = " → ".join(_esc(_fmt_time(job[k])) for k in ("started", "finished") if job.get(k))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>IQA report · {_esc(", ".join(models))} · {_fmt_int(n_scored)} images</title><style>{CSS}</style></head>
@@ -335,12 +351,12 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
 <span>{sha_html}</span></div></header>{warn_html}
 <section class="cards">{cards}</section>
 <div class="row"><section class="panel"><h2>Score distribution<small>{_fmt_int(n_scored)} scored images</small></h2>
-{histogram_svg(scores)}</section>
+{histogram_svg(scores, digits=digits)}</section>
 <section class="panel"><h2>Summary</h2><table id="stats">{stats_rows}</table></section></div>
 <section class="panel" id="top"><h2>Highest scores<small>top {n_top} of {_fmt_int(n_scored)}</small></h2>
-{_gallery(top, thumbs[:n_top], "top")}</section>
+{_gallery(top, thumbs[:n_top], "top", digits)}</section>
 <section class="panel" id="bottom"><h2>Lowest scores<small>bottom {n_bottom}, lowest first</small></h2>
-{_gallery(bottom, thumbs[n_top:], "bottom")}</section>
+{_gallery(bottom, thumbs[n_top:], "bottom", digits)}</section>
 <section class="panel"><h2>Errors by reason<small>{_fmt_int(n_errors)} inputs not scored</small></h2>
 {_error_table(table, n_rows)}</section>
 <section class="panel"><h2>Run</h2><table>

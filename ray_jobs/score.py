@@ -122,6 +122,8 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
     if use_gpu:
         actor_args["num_gpus"] = config.gpus_per_actor
+    if config.actor_resources:
+        actor_args["resources"] = dict(config.actor_resources)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size}) -> Parquet per block")
     ds = ray.data.from_arrow(blocks)

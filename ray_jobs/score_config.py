@@ -16,6 +16,7 @@ Example ``job.yaml``::
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,8 @@ class ScoreJobConfig(BaseModel):
     gpus_per_actor: float = Field(default=1.0, ge=0, le=64, description="GPUs per actor when CUDA is available")
     cpus_per_actor: float = Field(default=1.0, gt=0, description="logical CPUs reserved per scoring actor")
     cpus_per_decode_task: float = Field(default=1.0, gt=0, description="logical CPUs per fetch+decode task")
+    actor_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each scoring actor needs (pin actors to nodes)")
     torch_threads: int | None = Field(default=None, ge=1,
                                       description="torch threads in a CPU actor (default: cpus_per_actor)")
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="where actors score")
@@ -94,12 +97,16 @@ class ScoreJobConfig(BaseModel):
             raise ValueError(f"resolution={value!r}: N must be >= 32 (the network needs 32 px)")
         return value
 
-    @field_validator("src", "out")
+    @field_validator("src", "out", "weights")
     @classmethod
-    def _check_location(cls, value: str) -> str:
-        if not value or not value.strip():
+    def _check_location(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
             raise ValueError("expected a non-empty path or URI")
-        return value.strip()
+        value = value.strip()
+        # workers run in other directories (and on other nodes): local paths must be absolute
+        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
 
     @property
     def short_side(self) -> int | None:

@@ -158,6 +158,7 @@ BAD_INPUTS = [
     ("tensor_negative", lambda c: lambda: load_image(torch.full((3, 40, 40), -0.5)), "bad_values",
      "mean/std"),
     ("int_object", lambda c: lambda: load_image(123), "unsupported_type", "type int"),
+    ("str_to_decoder", lambda c: lambda: decode_image_array("photo.jpg"), "unsupported_type", "read_bytes"),
 ]
 
 
@@ -356,7 +357,7 @@ def test_every_input_kind_loads_to_the_same_tensor(photos, photo, tmp_path):
 
 
 def test_gray_inputs_are_replicated(photo):
-    gray = np.asarray(photo.convert("L"))
+    gray = np.array(photo.convert("L"))
     expected = torch.from_numpy(gray.astype(np.float32) / 255).expand(3, -1, -1)
     for src in (gray, gray[:, :, None], torch.from_numpy(gray), torch.from_numpy(gray)[None]):
         torch.testing.assert_close(load_image(src), expected, rtol=0, atol=1e-6)

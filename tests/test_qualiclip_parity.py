@@ -15,13 +15,15 @@ pytestmark = pytest.mark.slow
 
 
 def _photo_tensor(path) -> torch.Tensor:
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    """The photo at half size (keeps CI fast; sizes stay distinct, odd and portrait as in the originals)."""
+    image = Image.open(path).convert("RGB")
+    rgb = np.asarray(image.resize((image.width // 2, image.height // 2), Image.BICUBIC))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
 @pytest.fixture(scope="module")
 def parity_photos(photos):
-    sizes = {Image.open(p).size for p in photos}
+    sizes = {(w // 2, h // 2) for w, h in (Image.open(p).size for p in photos)}
     assert len(photos) >= 6 and len(sizes) >= 5, "need >= 6 real photos of different sizes"
     assert any(w % 32 or h % 32 for w, h in sizes), "need a size that is not a multiple of 32"
     assert any(h > w for w, h in sizes), "need a portrait photo"

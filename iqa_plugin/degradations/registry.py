@@ -3,7 +3,7 @@
 Parameters follow REFERENCE.md's table (the KADID definitions as ported in ARNIQA), level 1 mildest, with
 these documented departures, each made so that every level is a real, strictly stronger distortion:
 
-* ``gaussian_blur`` level 1: sigma 0.3 instead of 0.1. A sigma-0.1 Gaussian has neighbour weights of
+* ``gaussian_blur`` level 1: sigma 0.4 instead of 0.1. A sigma-0.1 Gaussian has neighbour weights of
   ~1e-22, so the KADID level 1 returns the input byte for byte.
 * ``color_saturation2`` level 1: factor 1.5 instead of 1 (a Lab chroma factor of 1 is the identity).
 * ``mean_shift``: KADID's (0, 0.08, -0.08, 0.15, -0.15) starts with the identity and ties +-0.08 and
@@ -51,7 +51,7 @@ LEVELS = 5
 
 #: Level 1..5 parameter of every kind (units in the comments; see the module docstring for departures).
 LEVEL_PARAMS: dict[str, tuple[float, ...]] = {
-    "gaussian_blur": (0.3, 0.5, 1.0, 2.0, 5.0),  # sigma in pixels
+    "gaussian_blur": (0.4, 0.5, 1.0, 2.0, 5.0),  # sigma in pixels
     "lens_blur": (1.0, 2.0, 4.0, 6.0, 8.0),  # disk radius in pixels
     "motion_blur": (1.0, 2.0, 4.0, 6.0, 10.0),  # radius; line length radius + 1 px, random angle
     "color_diffusion": (1.0, 3.0, 6.0, 8.0, 12.0),  # amount: ab blurred with sigma 1.5a+2, scaled by a

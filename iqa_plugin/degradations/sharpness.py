@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from iqa_plugin.degradations._ops import gaussian_kernel1d, lab_to_rgb, rgb_to_lab, separable_filter, tone_curve
+from iqa_plugin.degradations._ops import (
+    gaussian_kernel1d,
+    lab_to_rgb,
+    rgb_to_lab,
+    separable_filter,
+    tone_curve,
+)
 
 _UNSHARP_SIGMA = 6.0  # KADID: radius 3, Gaussian sigma ceil(2 * 3) on a 13x13 support
 
