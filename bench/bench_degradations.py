@@ -169,7 +169,7 @@ def ref_one(kind: str, img: np.ndarray, p: float, rng: np.random.Generator) -> n
     if kind == "pixelate":
         z = 0.95 - p**0.6
         pil = Image.fromarray((img * 255).round().astype(np.uint8))
-        small = pil.resize((int(w * z), int(h * z)), Image.NEAREST)
+        small = pil.resize((int(w * z), int(h * z)), Image.BOX)
         return np.asarray(small.resize((w, h), Image.NEAREST), dtype=np.float32) / 255
     if kind == "quantization":
         n = int(p)

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -145,8 +146,35 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs={"dst": config.out, "env": env})
     started = time.monotonic()
-    last = started
-    counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None}
+    counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
+                              "first": None}
+    stop = threading.Event()
+
+    def report_progress() -> None:
+        while not stop.wait(config.progress_interval_s):
+            elapsed = time.monotonic() - started
+            rows = counts["rows"]
+            state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
+            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, "
+                f"{sum(counts['errors'].values())} errors), {elapsed:.0f} s, {state}")
+
+    reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
+    reporter.start()
+    try:
+        _consume(ds, counts)
+    finally:
+        stop.set()
+        reporter.join()
+    end = time.monotonic()
+    counts["elapsed_s"] = end - started
+    first = counts.pop("first")
+    if first is not None and counts["rows"] > first[1] and end > first[0]:
+        counts["steady_images_per_s"] = (counts["rows"] - first[1]) / (end - first[0])
+    return counts
+
+
+def _consume(ds: Any, counts: dict[str, Any]) -> None:
+    """Aggregate the per-block summaries as they stream in (nothing per image is kept)."""
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             counts["rows"] += row["rows"]
@@ -154,14 +182,8 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
             counts["errors"].update(json.loads(row["errors"]))
             counts["model"] = counts["model"] or row["model"]
             counts["weights_sha256"] = counts["weights_sha256"] or row["weights_sha256"]
-        now = time.monotonic()
-        if now - last >= config.progress_interval_s:
-            last = now
-            rate = counts["rows"] / max(now - started, 1e-9)
-            log(f"progress: {counts['rows']}/{n_pending} done ({counts['scored']} scored, "
-                f"{sum(counts['errors'].values())} errors), {rate:.1f} images/s")
-    counts["elapsed_s"] = time.monotonic() - started
-    return counts
+        if counts["first"] is None:  # the model is loaded and the pipeline full from here on
+            counts["first"] = (time.monotonic(), counts["rows"])
 
 
 def _first_part_model(out: str) -> tuple[str | None, str | None]:
@@ -197,12 +219,17 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    inputs = list_inputs(config.src, limit=config.limit)
+    inputs = list_inputs(config.src, limit=config.limit, exclude=config.out)
     check_destination(config.out)
     if config.weights and "://" not in config.weights and not os.path.exists(config.weights):
         raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
     input_ids = set(inputs.column("id").to_pylist())
     done = read_done_ids(config.out) & input_ids
+    if done:
+        existing_model, _ = _first_part_model(config.out)
+        if existing_model not in (None, config.model):
+            raise SourceError(f"--out {config.out} holds scores of model {existing_model!r}, not {config.model!r}; "
+                              "give each model its own --out")
     n_inputs = inputs.num_rows
     blocks = plan_blocks(inputs, done, config.block_size)
     n_pending = n_inputs - len(done)
@@ -231,6 +258,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
         "model": model or config.model, "weights_sha256": sha, "n_inputs": n_inputs, "n_scored": scored,
         "errors_by_reason": errors, "n_processed": counts["rows"], "n_resumed": n_inputs - n_pending,
         "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
+        "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts else None,
         "elapsed_s": round(elapsed, 3), "started": started_at.isoformat(),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(), "config": config.model_dump(mode="json"),
     }
@@ -239,8 +267,10 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     log(f"done: {n_inputs} inputs -> {rows} rows in {config.out} (scored {scored}; errors {sum(errors.values())}: "
         f"{error_text})")
     if record["images_per_s"] is not None:
+        steady = record["steady_images_per_s"]
         log(f"throughput: {record['images_per_s']:.1f} images/s ({counts['rows']} processed in "
-            f"{counts['elapsed_s']:.1f} s; {elapsed:.1f} s end to end)")
+            f"{counts['elapsed_s']:.1f} s, model loading included; {elapsed:.1f} s end to end"
+            + (f"; {steady:.1f} images/s after the first block)" if steady else ")"))
     if config.report:
         record["report"] = _write_report(config.out, log)
     log(f"parquet: {join_uri(config.out, 'part-*.parquet')}  job record: {join_uri(config.out, '_job.json')}")

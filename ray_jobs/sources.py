@@ -45,15 +45,17 @@ def describe_access_error(src: str, error: BaseException) -> SourceError:
     return SourceError(f"{src}: {hint} ({text})")
 
 
-def list_inputs(src: str, *, limit: int | None = None) -> pa.Table:
+def list_inputs(src: str, *, limit: int | None = None, exclude: str | None = None) -> pa.Table:
     """All inputs of ``src`` as a table ``id: string, uri: string`` sorted by id, ids unique.
+
+    ``exclude``: a folder or prefix (the job's output) whose objects are never inputs, even inside ``src``.
 
     Raises:
         SourceError: ``src`` does not exist, cannot be read (credentials), or holds no input.
         ValueError: a manifest without a URI column, with empty URIs or with duplicate ids.
     """
     try:
-        table = _list_manifest(src) if is_manifest(src) else _list_prefix(src)
+        table = _list_manifest(src) if is_manifest(src) else _list_prefix(src, exclude)
     except (SourceError, ValueError):
         raise
     except Exception as error:  # s3fs/botocore/OS errors: turn into one clear line
@@ -66,8 +68,11 @@ def list_inputs(src: str, *, limit: int | None = None) -> pa.Table:
     return table
 
 
-def _list_prefix(src: str) -> pa.Table:
+def _list_prefix(src: str, exclude: str | None = None) -> pa.Table:
     fs, root = filesystem_for(src)
+    skip = None
+    if exclude and protocol_of(exclude) == protocol_of(src):
+        skip = filesystem_for(exclude)[1].rstrip("/") + "/"
     fs.invalidate_cache()
     if not fs.exists(root):
         raise SourceError(f"{src}: not found (expected a folder, an object-store prefix or a manifest file "
@@ -79,6 +84,8 @@ def _list_prefix(src: str) -> pa.Table:
     ids: list[str] = []
     uris: list[str] = []
     for path in sorted(fs.find(root)):
+        if skip and (path + "/").startswith(skip):
+            continue  # the job's own output folder inside SRC
         rel = posixpath.relpath(path, root) if protocol_of(src) != "file" else _local_rel(path, root)
         if any(part.startswith((".", "_")) for part in rel.split("/")):
             continue  # hidden files and job outputs (_job.json, _tmp-*) are not inputs

@@ -118,3 +118,82 @@ def test_fourteen_prompts():
 
     assert len(PROMPTS) == 14 and len(set(PROMPTS)) == 14 and len(PROMPT_PAIRS) == 7
     assert PROMPTS[0] == "Good photo." and PROMPTS[1] == "Bad photo."
+
+
+@pytest.mark.slow
+def test_weights_from_http_and_s3_urls(fabricated, http_server, s3, photos):
+    """pretrained_model_path / base_model_path take URLs: base over HTTP, QualiCLIP+ prompts from S3."""
+    import pyiqa
+
+    base_url, root, stats = http_server
+    link = root / "QualiCLIP-http.pth"
+    if not link.exists():
+        link.symlink_to(fabricated["qualiclip"])
+    s3.mkdir("weights")
+    s3.put(str(fabricated["qualiclip+"]), "weights/QualiCLIP+_koniq.pth")
+    metric = pyiqa.create_metric(
+        "qualiclip+",
+        device="cpu",
+        pretrained_model_path="s3://weights/QualiCLIP+_koniq.pth",
+        base_model_path=f"{base_url}/QualiCLIP-http.pth",
+    )
+    local = pyiqa.create_metric(
+        "qualiclip+",
+        device="cpu",
+        pretrained_model_path=str(fabricated["qualiclip+"]),
+        base_model_path=str(fabricated["qualiclip"]),
+    )
+    assert stats["/QualiCLIP-http.pth"] == 1
+    x = torch.rand(1, 3, 64, 96)
+    assert torch.allclose(metric(x), local(x), atol=1e-6)
+
+
+def test_offline_without_cache_fails_at_once_with_the_fix(monkeypatch):
+    import pyiqa
+
+    from iqa_plugin.weights import WeightsOfflineError
+
+    monkeypatch.setenv("IQA_PLUGIN_OFFLINE", "1")
+    with pytest.raises(WeightsOfflineError) as info:
+        pyiqa.create_metric("qualiclip", device="cpu")
+    message = str(info.value)
+    assert "QualiCLIP.pth" in message and "IQA_PLUGIN_CACHE" in message and "IQA_PLUGIN_OFFLINE" in message
+
+
+BAD_INPUTS = [
+    ("rank 2", lambda: torch.rand(64, 64), "bad_shape"),
+    ("rank 5", lambda: torch.rand(1, 1, 3, 64, 64), "bad_shape"),
+    ("5 channels", lambda: torch.rand(1, 5, 64, 64), "bad_shape"),
+    ("nan", lambda: torch.full((1, 3, 64, 64), float("nan")), "bad_values"),
+    ("inf", lambda: torch.full((1, 3, 64, 64), float("inf")), "bad_values"),
+    ("above 1", lambda: torch.full((1, 3, 64, 64), 1.5), "bad_values"),
+    ("below 0", lambda: torch.full((1, 3, 64, 64), -0.2), "bad_values"),
+    ("uint8", lambda: torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "bad_values"),
+    ("16 px", lambda: torch.rand(1, 3, 16, 64), "too_small"),
+]
+
+
+@pytest.fixture(scope="module")
+def random_net():
+    from iqa_plugin.qualiclip import IqaPluginQualiCLIP
+
+    return IqaPluginQualiCLIP(pretrained=False)
+
+
+@pytest.mark.parametrize(("case", "make", "reason"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_network_rejects_bad_tensors_with_reason(random_net, case, make, reason):
+    from iqa_plugin.images import ImageInputError
+
+    with pytest.raises(ImageInputError) as info:
+        random_net(make())
+    assert info.value.reason == reason
+    assert "Fix" in str(info.value) or "fix" in str(info.value)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_network_converts_gray_and_rgba(random_net, channels):
+    x = torch.rand(1, 3, 64, 64)
+    converted = x[:, :1] if channels == 1 else torch.cat([x, torch.rand(1, 1, 64, 64)], dim=1)
+    expected = x[:, :1].repeat(1, 3, 1, 1) if channels == 1 else x
+    with torch.inference_mode():
+        assert torch.allclose(random_net(converted), random_net(expected))

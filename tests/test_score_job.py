@@ -339,6 +339,7 @@ def test_s3_collection_with_broken_objects_every_input_exactly_once(s3, ray_loca
     assert job["images_per_s"] > 0 and job["config"]["block_size"] == 32
     assert any(line.startswith("done: 204 inputs -> 204 rows") for line in logs), logs
     assert SECRET not in json.dumps(job)
+    assert record["report"] == "s3://scores/run/report.html" and s3.exists("scores/run/report.html")
 
     again: list[str] = []
     run_job(config.model_copy(update={"report": False}), log=again.append)

@@ -7,6 +7,10 @@ import torch.nn.functional as F
 
 _PATCH = 16  # non-eccentricity patch side, and the radius patches move within (KADID)
 _BLOCK = 32  # colour block side (KADID)
+# Random draws are made for at least this many patches / blocks and the first ``count`` are used, so with
+# one seed a higher level adds patches to the lower level's instead of drawing new ones: severity is
+# nested level by level, not just larger on average.
+_MIN_DRAWS = 100
 
 
 def jitter(x: torch.Tensor, amount: float, gen: torch.Generator, passes: int = 5) -> torch.Tensor:
@@ -45,9 +49,10 @@ def non_eccentricity_patch(x: torch.Tensor, count: float, gen: torch.Generator) 
     margin_h = min(_PATCH, (h - _PATCH) // 2)
     margin_w = min(_PATCH, (w - _PATCH) // 2)
     n = int(count)
-    src_top = _uniform_int(gen, x.device, (n, b), margin_h, h - _PATCH - margin_h)
-    src_left = _uniform_int(gen, x.device, (n, b), margin_w, w - _PATCH - margin_w)
-    jump = torch.round((torch.rand(n, b, 2, generator=gen, device=x.device) - 0.5) * _PATCH).long()
+    draws = max(n, _MIN_DRAWS)
+    src_top = _uniform_int(gen, x.device, (draws, b), margin_h, h - _PATCH - margin_h)
+    src_left = _uniform_int(gen, x.device, (draws, b), margin_w, w - _PATCH - margin_w)
+    jump = torch.round((torch.rand(draws, b, 2, generator=gen, device=x.device) - 0.5) * _PATCH).long()
     dst_top = (src_top + jump[..., 0]).clamp(0, h - _PATCH)
     dst_left = (src_left + jump[..., 1]).clamp(0, w - _PATCH)
     y = x.clone()
@@ -60,10 +65,13 @@ def non_eccentricity_patch(x: torch.Tensor, count: float, gen: torch.Generator) 
 
 
 def pixelate(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """Nearest-neighbour downscale by 0.95 - strength^0.6, then nearest upscale back."""
+    """Box-average downscale by 0.95 - strength^0.6, then nearest upscale back (blocks of mean colour).
+
+    Averaging (rather than KADID's nearest) keeps the severity monotone in the strength: nearest
+    subsampling at non-integer factors only drops or repeats rows, which looks alike from 0.7 to 0.57."""
     h, w = x.shape[-2:]
     z = 0.95 - strength**0.6
-    small = F.interpolate(x, size=(max(1, int(h * z)), max(1, int(w * z))), mode="nearest")
+    small = F.interpolate(x, size=(max(1, int(h * z)), max(1, int(w * z))), mode="area")
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 
@@ -79,9 +87,10 @@ def color_block(x: torch.Tensor, count: float, gen: torch.Generator) -> torch.Te
     b, c, h, w = x.shape
     size_h, size_w = min(_BLOCK, h), min(_BLOCK, w)
     n = int(count)
-    tops = _uniform_int(gen, x.device, (n, b), 0, h - size_h)
-    lefts = _uniform_int(gen, x.device, (n, b), 0, w - size_w)
-    colours = torch.rand(n, b, c, generator=gen, device=x.device, dtype=x.dtype)
+    draws = max(n, _MIN_DRAWS)
+    tops = _uniform_int(gen, x.device, (draws, b), 0, h - size_h)
+    lefts = _uniform_int(gen, x.device, (draws, b), 0, w - size_w)
+    colours = torch.rand(draws, b, c, generator=gen, device=x.device, dtype=x.dtype)
     y = x.clone()
     rows_off = torch.arange(size_h, device=x.device)
     cols_off = torch.arange(size_w, device=x.device)
