@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def run_job_subprocess(src: Path, out: Path, weights: str, extra: list[str]) -> 
     """Run ``python -m ray_jobs.score`` and sample the driver's RSS; return (_job.json, peak bytes, log)."""
     import psutil
 
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resume
     command = [sys.executable, "-m", "ray_jobs.score", str(src), "--out", str(out), "--weights", weights,
                "--no-progress-bars", "--no-report", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

@@ -21,28 +21,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iqa", description="iqa-plugin: CLIP-based image quality at scale.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # job not installed in this build
-        job_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(job_parser)
-        job_parser.set_defaults(_run=module.run_from_args)
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<8} {help_text}" for name, (_, help_text) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="iqa",
+        usage="iqa COMMAND [options]   (iqa COMMAND --help for its options)",
+        description=f"iqa-plugin: CLIP-based image quality at scale.\n\ncommands:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _load_job(name: str):
+    """Import only the chosen job's module, so `iqa models` works without Ray installed."""
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name in ("ray", "s3fs", "pyarrow", "pandas"):
+            raise SystemExit(
+                f"iqa {name}: needs the optional package {error.name!r}, which is not installed. "
+                "Fix: pip install 'iqa-plugin[all]'."
+            ) from None
+        raise
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one sub-command (``iqa <command> ...``)."""
+    module = _load_job(command)
+    parser = argparse.ArgumentParser(prog=f"iqa {command}", description=COMMANDS[command][1])
+    module.configure_parser(parser)
+    parser.set_defaults(_run=module.run_from_args)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        top = _top_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            top.print_usage(sys.stderr)
+            print(f"iqa: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        top.print_help()
+        return 0 if argv else 2
+    args = build_parser(argv[0]).parse_args(argv[1:])
     return int(args._run(args) or 0)
 
 

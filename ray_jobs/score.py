@@ -147,7 +147,7 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
                         fn_kwargs={"dst": config.out, "env": env})
     started = time.monotonic()
     counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
-                              "first": None}
+                              "first": None, "n_errors": 0}
     stop = threading.Event()
 
     def report_progress() -> None:
@@ -155,8 +155,8 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
             elapsed = time.monotonic() - started
             rows = counts["rows"]
             state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
-            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, "
-                f"{sum(counts['errors'].values())} errors), {elapsed:.0f} s, {state}")
+            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+                f"{elapsed:.0f} s, {state}")
 
     reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
     reporter.start()
@@ -179,7 +179,9 @@ def _consume(ds: Any, counts: dict[str, Any]) -> None:
         for row in batch.to_pylist():
             counts["rows"] += row["rows"]
             counts["scored"] += row["scored"]
-            counts["errors"].update(json.loads(row["errors"]))
+            errors = json.loads(row["errors"])
+            counts["errors"].update(errors)
+            counts["n_errors"] += sum(errors.values())
             counts["model"] = counts["model"] or row["model"]
             counts["weights_sha256"] = counts["weights_sha256"] or row["weights_sha256"]
         if counts["first"] is None:  # the model is loaded and the pipeline full from here on

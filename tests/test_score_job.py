@@ -136,6 +136,9 @@ def test_folder_listing_ids_are_relative_and_skip_hidden_and_job_files(tmp_path)
     assert table.column("id").to_pylist() == ["a/x.png", "b.jpg"]
     assert table.column("uri").to_pylist() == [str(tmp_path / "a/x.png"), str(tmp_path / "b.jpg")]
     assert list_inputs(str(tmp_path), limit=1).num_rows == 1
+    (tmp_path / "a" / "scores").mkdir()
+    (tmp_path / "a" / "scores" / "part-0.parquet").write_bytes(b"x")  # the job's own output inside SRC
+    assert list_inputs(str(tmp_path), exclude=str(tmp_path / "a" / "scores")).num_rows == 2
     with pytest.raises(SourceError, match="not found"):
         list_inputs(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
@@ -233,6 +236,19 @@ def test_decode_stage_gives_one_reason_per_broken_input(tmp_path, photos):
     assert row["bytes"][-1] is None and row["bytes"][0] == 0
 
 
+def test_resume_into_an_output_of_another_model_is_refused(tmp_path):
+    from ray_jobs.io import write_parquet_part
+    from ray_jobs.score_stages import block_output_table
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(b"x")
+    write_parquet_part(block_output_table({
+        "ids": ["a.jpg"], "uris": ["/a.jpg"], "bytes": [1], "width": [40], "height": [40], "model": "other",
+        "weights_sha256": None, "score": [0.5], "error": [None]}), str(tmp_path / "out"), "k")
+    with pytest.raises(SourceError, match="holds scores of model 'other', not 'qualiclip'"):
+        run_job(ScoreJobConfig(src=str(tmp_path / "src"), out=str(tmp_path / "out")), log=lambda line: None)
+
+
 # ------------------------------------------------------------------------------------- fail fast (CLI)
 
 
@@ -265,6 +281,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow
 def test_cli_wrong_credentials_fail_fast_without_secrets(tmp_path):
     server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)

@@ -30,30 +30,63 @@ def gaussian_kernel1d(sigma: float, size: int | None = None) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Filter every channel with ``taps`` along rows then columns, replicating the borders."""
-    b, c, h, w = x.shape
-    k = taps.numel()
+_SHIFT_TAPS_MAX = 25  # up to this many taps, shifted sums beat conv2d and matmul on CPU and GPU alike
+
+
+@functools.lru_cache(maxsize=64)
+def _border_matrix(n: int, taps: tuple[float, ...], device: str, dtype: torch.dtype) -> torch.Tensor:
+    """[n, n] matrix M with (row @ M) = the row filtered by ``taps`` with replicated borders."""
+    k = len(taps)
     r = k // 2
-    taps = taps.to(device=x.device, dtype=x.dtype)
-    y = F.pad(x.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate")
-    y = F.conv2d(y, taps.view(1, 1, 1, k))
-    y = F.conv2d(y, taps.view(1, 1, k, 1))
-    return y.view(b, c, h, w)
+    src = (torch.arange(n)[None, :] + torch.arange(k)[:, None] - r).clamp(0, n - 1)  # [k, n_out]
+    out = torch.arange(n)[None, :].expand(k, n)
+    weights = torch.tensor(taps, dtype=torch.float64)[:, None].expand(k, n)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    matrix.index_put_((src.reshape(-1), out.reshape(-1)), weights.reshape(-1), accumulate=True)
+    return matrix.to(device=device, dtype=dtype)
+
+
+def _filter_last_axis(x: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+    n = x.shape[-1]
+    if len(taps) > _SHIFT_TAPS_MAX:
+        return x @ _border_matrix(n, taps, str(x.device), x.dtype)
+    r = len(taps) // 2
+    padded = torch.cat((x[..., :1].expand(*x.shape[:-1], r), x, x[..., -1:].expand(*x.shape[:-1], r)), dim=-1)
+    out = padded[..., 0:n] * taps[0]
+    for i in range(1, len(taps)):
+        out.add_(padded[..., i : i + n], alpha=taps[i])
+    return out
+
+
+def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Filter every channel with ``taps`` along rows then columns, replicating the borders.
+
+    Short filters run as shifted sums, long ones (colour diffusion's sigma-20 Gaussian) as one matmul by a
+    banded matrix with the border replication folded in: both far faster than a 1-channel conv2d on CPU.
+    """
+    taps_t = tuple(float(t) for t in taps.flatten())
+    rows = _filter_last_axis(x, taps_t)
+    return _filter_last_axis(rows.transpose(-1, -2), taps_t).transpose(-1, -2).contiguous()
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Filter with a [kh, kw] kernel shared by all images, or [B, kh, kw] one per image (odd sizes)."""
+    """Filter with a [kh, kw] kernel shared by all images, or [B, kh, kw] one per image (odd sizes),
+    replicating the borders; computed as a sum of shifted copies (zero taps skipped)."""
     b, c, h, w = x.shape
     kh, kw = kernel.shape[-2:]
     kernel = kernel.to(device=x.device, dtype=x.dtype)
     padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode="replicate")
-    if kernel.dim() == 2:
-        out = F.conv2d(padded.reshape(b * c, 1, *padded.shape[-2:]), kernel.view(1, 1, kh, kw))
-        return out.view(b, c, h, w)
-    weight = kernel.repeat_interleave(c, dim=0).unsqueeze(1)  # [B*C, 1, kh, kw]
-    out = F.conv2d(padded.reshape(1, b * c, *padded.shape[-2:]), weight, groups=b * c)
-    return out.view(b, c, h, w)
+    shared = kernel.dim() == 2
+    taps = kernel if shared else kernel.view(b, 1, kh, kw)
+    used = (kernel != 0) if shared else (kernel != 0).any(dim=0)
+    out = torch.zeros_like(x)
+    for i, j in used.nonzero().tolist():
+        window = padded[..., i : i + h, j : j + w]
+        if shared:
+            out.add_(window, alpha=float(taps[i, j]))
+        else:
+            out.addcmul_(window, taps[:, :, i : i + 1, j : j + 1])
+    return out
 
 
 def _matrix(rows, device, dtype) -> torch.Tensor:
@@ -109,24 +142,24 @@ def rgb_to_gray(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * weights).sum(dim=1, keepdim=True)
 
 
+_LUT_SIZE = 65536  # tone curves are evaluated through a table: error < 2e-5, far below one 8-bit step
+
+
 @functools.lru_cache(maxsize=256)
-def _spline_pieces(knots_x: tuple[float, ...], knots_y: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _curve_table(knots_x: tuple[float, ...], knots_y: tuple[float, ...]) -> torch.Tensor:
     from scipy.interpolate import CubicSpline
 
     spline = CubicSpline(np.array(knots_x), np.array(knots_y), bc_type="not-a-knot")
-    return spline.x.astype(np.float64), spline.c.astype(np.float64)  # breaks [n], coefs [4, n-1]
+    return torch.from_numpy(np.clip(spline(np.linspace(0, 1, _LUT_SIZE)), 0, 1))
 
 
 def tone_curve(x: torch.Tensor, knots_x: tuple[float, ...], knots_y: tuple[float, ...]) -> torch.Tensor:
-    """Not-a-knot cubic spline through the knots (MATLAB ``spline``, KADID's ``curves``), clamped to [0, 1]."""
-    breaks, coefs = _spline_pieces(tuple(map(float, knots_x)), tuple(map(float, knots_y)))
-    inner = torch.tensor(breaks[1:-1], device=x.device, dtype=x.dtype)
-    idx = torch.bucketize(x, inner, right=True)
-    start = torch.tensor(breaks[:-1], device=x.device, dtype=x.dtype)[idx]
-    c = torch.tensor(coefs, device=x.device, dtype=x.dtype)
-    d = x - start
-    y = ((c[0][idx] * d + c[1][idx]) * d + c[2][idx]) * d + c[3][idx]
-    return y.clamp(0, 1)
+    """Not-a-knot cubic spline through the knots (MATLAB ``spline``, KADID's ``curves``), clamped to [0, 1].
+
+    ``x`` must lie in [0, 1]; the spline is tabulated once per curve and looked up (nearest of 65,536)."""
+    table = _curve_table(tuple(map(float, knots_x)), tuple(map(float, knots_y))).to(x.device, x.dtype)
+    index = x.clamp(0, 1).mul_(_LUT_SIZE - 1).round_().long()
+    return table[index]
 
 
 def midpoint_curve(x: torch.Tensor, mid: float) -> torch.Tensor:

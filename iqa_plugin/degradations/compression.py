@@ -30,27 +30,25 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3] on the CPU."""
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
 def _roundtrip(x: torch.Tensor, encode) -> torch.Tensor:
-    arrays = _to_uint8_hwc(x)
+    """Encode and decode each image of [B, 3, H, W] with ``encode(PIL image, buffer)``, in threads."""
+    source = x.detach().cpu()
+    out = torch.empty(source.shape, dtype=x.dtype)
 
-    def one(array: np.ndarray) -> np.ndarray:
+    def one(i: int) -> None:
+        array = source[i].clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         buffer = io.BytesIO()
         encode(Image.fromarray(array, "RGB"), buffer)
         buffer.seek(0)
         with Image.open(buffer) as decoded:
-            return np.asarray(decoded.convert("RGB"))
+            pixels = torch.from_numpy(np.asarray(decoded.convert("RGB")).copy())
+        out[i] = pixels.permute(2, 0, 1).to(x.dtype).div_(255)
 
-    if len(arrays) == 1:
-        decoded = [one(arrays[0])]
+    if source.shape[0] == 1:
+        one(0)
     else:
-        decoded = list(_pool().map(one, arrays))
-    out = torch.from_numpy(np.stack(decoded)).to(x.device).permute(0, 3, 1, 2)
-    return out.to(x.dtype) / 255
+        list(_pool().map(one, range(source.shape[0])))
+    return out.to(x.device)
 
 
 def jpeg(x: torch.Tensor, quality: float, gen: torch.Generator) -> torch.Tensor:

@@ -24,11 +24,21 @@ def white_noise_cc(x: torch.Tensor, var: float, gen: torch.Generator) -> torch.T
 
 
 def impulse_noise(x: torch.Tensor, density: float, gen: torch.Generator) -> torch.Tensor:
-    """Set a fraction ``density`` of the samples to 0 or 1 (half each on average)."""
-    u = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    hit = u < density
-    salt = u < density / 2
-    return torch.where(hit, salt.to(x.dtype), x)
+    """Set ``density`` x (samples per image) randomly chosen samples of each image (with replacement,
+    as KADID) to 1 (first half) or 0 (second half)."""
+    b = x.shape[0]
+    per_image = x[0].numel()
+    count = int(density * per_image)
+    out = x.clone()
+    if count == 0:
+        return out
+    index = torch.randint(per_image, (b, count), generator=gen, device=x.device)
+    index += torch.arange(b, device=x.device)[:, None] * per_image
+    flat = out.view(-1)
+    half = count // 2
+    flat[index[:, :half].reshape(-1)] = 1
+    flat[index[:, half:].reshape(-1)] = 0
+    return out
 
 
 def multiplicative_noise(x: torch.Tensor, var: float, gen: torch.Generator) -> torch.Tensor:

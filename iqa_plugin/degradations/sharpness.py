@@ -32,4 +32,4 @@ def linear_contrast(x: torch.Tensor, amount: float, gen: torch.Generator) -> tor
 
 def nonlinear_contrast(x: torch.Tensor, half_range: float, gen: torch.Generator) -> torch.Tensor:
     """Compress [0, 1] into [0.5 - half_range, 0.5 + half_range] (KADID's contrast change, as ported)."""
-    return 0.5 + (x - 0.5) * (2 * half_range)
+    return x.mul(2 * half_range).add_(0.5 - half_range)

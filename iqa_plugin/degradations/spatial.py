@@ -78,8 +78,7 @@ def pixelate(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 def quantization(x: torch.Tensor, levels: float, gen: torch.Generator) -> torch.Tensor:
     """Uniform quantisation of every channel into ``levels`` bins, each sample set to its bin's centre."""
     n = int(levels)
-    index = torch.clamp(torch.floor(x * n), 0, n - 1)
-    return (index + 0.5) / n
+    return x.mul(n).floor_().clamp_(0, n - 1).add_(0.5).div_(n)
 
 
 def color_block(x: torch.Tensor, count: float, gen: torch.Generator) -> torch.Tensor:
