@@ -20,6 +20,8 @@ def describe_machine() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     text = f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, ISA {'+'.join(isa) or 'n/a'}"
+    if hasattr(os, "getloadavg"):
+        text += ", load average " + "/".join(f"{v:.1f}" for v in os.getloadavg())
     try:
         import torch
 

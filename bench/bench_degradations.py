@@ -16,6 +16,7 @@ import math
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -224,16 +225,21 @@ def time_loop(kind: str, images: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*negative Z values.*")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="device of the torch path (cpu, cuda, cuda:1)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3, help="torch-path repeats (best is kept)")
     parser.add_argument("--kinds", default="", help="comma-separated subset of kinds (default: all)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); 1 compares both paths on one core")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     images = crops(args.batch, args.size)
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(args.device)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous().to(args.device)
     print(f"machine: {machine(args.device)}")
     print(f"batch {args.batch} x {args.size}x{args.size}, level {LEVEL}, torch path on {args.device}, "
           f"reference loop per image on CPU (numpy/scipy/scikit-image/Pillow)")

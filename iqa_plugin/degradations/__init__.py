@@ -142,18 +142,23 @@ def degrade(images: torch.Tensor, kind: str, level: int, seed: int) -> torch.Ten
         raise ValueError(f"seed must be an int, got {seed!r}")
     batch = check_images(images, min_size=32 if kind in ("non_eccentricity_patch",) else 1)
     work_dtype = torch.float64 if batch.dtype == torch.float64 else torch.float32
-    x = batch.detach().to(work_dtype).contiguous()
+    x = batch.detach()
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
     function, param = _FUNCTIONS[kind], LEVEL_PARAMS[kind][level - 1]
     with torch.no_grad():
         if x.device.type != "cpu" or kind in _WHOLE_BATCH_KINDS:
-            y = function(x, param, gen).clamp_(0, 1).to(images.dtype)
+            y = function(x.to(work_dtype).contiguous(), param, gen).clamp_(0, 1).to(images.dtype)
         else:
             # On CPU, work in chunks of a few images: temporaries stay small and are reused by the
             # allocator instead of being page-faulted in afresh for every op (which dominated run time).
             y = torch.empty(x.shape, dtype=images.dtype)
             step = max(1, _CPU_CHUNK_ELEMENTS // x[0].numel())
             for start in range(0, x.shape[0], step):
-                torch.clamp(function(x[start : start + step], param, gen), 0, 1, out=y[start : start + step])
+                chunk = x[start : start + step].to(work_dtype).contiguous()
+                result = function(chunk, param, gen)
+                if result.dtype == y.dtype:
+                    torch.clamp(result, 0, 1, out=y[start : start + step])
+                else:
+                    y[start : start + step] = result.clamp_(0, 1)
     return y if images.dim() == 4 else y[0]

@@ -78,7 +78,8 @@ def pixelate(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 def quantization(x: torch.Tensor, levels: float, gen: torch.Generator) -> torch.Tensor:
     """Uniform quantisation of every channel into ``levels`` bins, each sample set to its bin's centre."""
     n = int(levels)
-    return x.mul(n).floor_().clamp_(0, n - 1).add_(0.5).div_(n)
+    # Inputs are validated to [0, 1]; the factor just below n sends 1.0 to the top bin instead of bin n.
+    return x.mul(n * (1 - 1e-6)).floor_().mul_(1 / n).add_(0.5 / n)
 
 
 def color_block(x: torch.Tensor, count: float, gen: torch.Generator) -> torch.Tensor:
