@@ -33,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -128,12 +129,11 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size}) -> Parquet per block")
     ds = ray.data.from_arrow(blocks)
-    decode_cpus = config.cpus_per_decode_task
     env = storage_env() if config.forward_storage_env else None
     ds = ds.map_batches(
-        # a ray_remote_args_fn keeps Ray Data from fusing decoding into the scoring actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow",
-        ray_remote_args_fn=lambda: {"num_cpus": decode_cpus},
+        # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
+        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
+        memory=config.decode_memory_mb * 2**20,
         fn_kwargs={"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
                    "retries": config.fetch_retries, "threads": config.fetch_threads, "env": env})
     ds = ds.map_batches(
@@ -306,6 +306,21 @@ def _verify(out: str, input_ids: set[str]) -> tuple[int, int, dict[str, int]]:
     return len(seen), scored, dict(sorted(errors.items()))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
+
+
+def failure_line(error: BaseException) -> str:
+    """One line naming the failure and, for Ray errors wrapping a user error, its root cause."""
+    text = _ANSI.sub("", str(error)).strip()
+    lines = text.splitlines() or [""]
+    causes = [m.group(0) for line in lines if (m := _ERROR_LINE.match(line.strip()))]
+    head = f"{type(error).__name__}: {lines[0][:200]}"
+    if causes and causes[-1] not in head:
+        head = f"{type(error).__name__}: {causes[-1][:300]}"
+    return redact(head)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``iqa score`` options to ``parser`` (CLI flags override ``--config`` values)."""
     parser.add_argument("src", nargs="?", help="folder, fsspec prefix (s3://bucket/photos/) or manifest "
@@ -357,8 +372,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("iqa score: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as error:  # the job itself failed: one line, no traceback, no secrets
-        first = (str(error).strip().splitlines() or [""])[0][:300]
-        print(f"iqa score: error: job failed: {type(error).__name__}: {redact(first)}", file=sys.stderr)
+        print(f"iqa score: error: job failed: {failure_line(error)}", file=sys.stderr)
         return 1
     return 0
 

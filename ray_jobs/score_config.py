@@ -66,6 +66,7 @@ class ScoreJobConfig(BaseModel):
     cpus_per_decode_task: float = Field(default=1.0, gt=0, description="logical CPUs per fetch+decode task")
     actor_resources: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources each scoring actor needs (pin actors to nodes)")
+    decode_memory_mb: int = Field(default=512, ge=1, description="memory reserved per fetch+decode task")
     torch_threads: int | None = Field(default=None, ge=1,
                                       description="torch threads in a CPU actor (default: cpus_per_actor)")
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="where actors score")

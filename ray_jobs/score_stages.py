@@ -252,13 +252,23 @@ def block_output_table(row: dict[str, Any]) -> pa.Table:
     }, schema=OUTPUT_SCHEMA)
 
 
-def write_blocks(batch: pa.Table, *, dst: str, env: dict[str, str] | None = None) -> pa.Table:
+def write_blocks(batch: pa.Table, *, dst: str, env: dict[str, str] | None = None, write_retries: int = 4) -> pa.Table:
     """Write each scored job block to ``DST/part-<block>.parquet``; return one summary row per block."""
     apply_storage_env(env)
     summary: dict[str, list[Any]] = {"block": [], "rows": [], "scored": [], "errors": [], "model": [],
                                      "weights_sha256": []}
     for row in batch.to_pylist():
-        write_parquet_part(block_output_table(row), dst, row["block"])
+        table = block_output_table(row)
+        for attempt in range(write_retries + 1):
+            try:
+                write_parquet_part(table, dst, row["block"])
+                break
+            except (FileNotFoundError, PermissionError):
+                raise  # a vanished bucket or revoked credentials: no retry will help
+            except Exception:  # throttling, 5xx, resets: the part is rewritten whole, so retrying is safe
+                if attempt == write_retries:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 8.0))
         reasons = Counter(reason for reason in row["error"] if reason is not None)
         summary["block"].append(row["block"])
         summary["rows"].append(len(row["ids"]))

@@ -68,7 +68,7 @@ def test_driver_killed_mid_job_then_same_command_resumes(tmp_path, ray_local, fa
     job = tmp_path / "job.yaml"
     job.write_text(
         f"src: {tmp_path / 'src'}\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
-        "block_size: 4\nreport: false\nprogress_bars: false\nfaults: {sleep_per_block_s: 1.0}\n")
+        "block_size: 4\nreport: false\nprogress_bars: false\nfaults: {sleep_per_block_s: 0.5}\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     command = [sys.executable, "-m", "ray_jobs.score", "--config", str(job)]
     first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -249,6 +249,21 @@ def test_resume_into_an_output_of_another_model_is_refused(tmp_path):
         run_job(ScoreJobConfig(src=str(tmp_path / "src"), out=str(tmp_path / "out")), log=lambda line: None)
 
 
+def test_failure_line_names_the_root_cause_in_one_line(monkeypatch):
+    from ray_jobs.score import failure_line
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+
+    class ActorDiedError(RuntimeError):
+        pass
+
+    error = ActorDiedError("The actor died in its creation task, \x1b[36mray::MapWorker\x1b[39m (pid=1)\n"
+                           "Traceback (most recent call last):\n  File 'x.py', line 1\n"
+                           f"ValueError: model='nope' is not a metric of iqa_plugin (key {SECRET})")
+    line = failure_line(error)
+    assert line == "ActorDiedError: ValueError: model='nope' is not a metric of iqa_plugin (key ***)"
+
+
 # ------------------------------------------------------------------------------------- fail fast (CLI)
 
 
