@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import platform
 import sys
 import time
 import warnings
@@ -27,27 +26,13 @@ from scipy.interpolate import CubicSpline
 from skimage import color as skcolor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench._machine import describe_machine  # noqa: E402
 from iqa_plugin.degradations import KINDS, LEVEL_PARAMS, degrade  # noqa: E402
 from iqa_plugin.degradations.blur import disk_kernel, motion_kernels  # noqa: E402
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
 
 LEVEL = 3
 
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{platform.platform()} | CPU: {cpu} | torch threads: {torch.get_num_threads()} | torch {torch.__version__}"
-    if device.startswith("cuda"):
-        text += f" | GPU: {torch.cuda.get_device_name(torch.device(device))}"
-    return text
 
 
 def crops(batch: int, size: int) -> np.ndarray:
@@ -240,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     images = crops(args.batch, args.size)
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous().to(args.device)
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe_machine()}")
     print(f"batch {args.batch} x {args.size}x{args.size}, level {LEVEL}, torch path on {args.device}, "
           f"reference loop per image on CPU (numpy/scipy/scikit-image/Pillow)")
     print(f"{'kind':<24}{'torch img/s':>13}{'loop img/s':>12}{'ratio':>8}")

@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,18 +29,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.platform()}; {cpu}; {os.cpu_count()} logical CPUs"
+from bench._machine import describe_machine  # noqa: E402
 
 
 def write_photos(folder: Path, count: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
@@ -178,7 +166,7 @@ def main() -> int:
     args = parser.parse_args()
     from iqa_plugin.testing import fabricate_qualiclip_checkpoint
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         weights = work / "QualiCLIP.pth"

@@ -15,7 +15,6 @@ import argparse
 import io
 import logging
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -24,24 +23,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from PIL import Image, ImageOps  # noqa: E402
 
+from bench._machine import describe_machine  # noqa: E402
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
-
-
-def machine() -> str:
-    """Platform, CPU model, logical cores and the current load average."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return f"{platform.platform()} | {model} | {os.cpu_count()} logical cores | load average {load}"
 
 
 def _corner(image: Image.Image, index: int) -> Image.Image:
@@ -105,7 +90,7 @@ def main() -> None:
     files = pristine_set(args.copies)
     for name, data in files.items():
         fs.pipe(f"pristine/photos/{name}", data)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"pristine: {len(files)} real photos ({sum(map(len, files.values())) / 1e6:.1f} MB PNG) in moto S3")
 
     ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)

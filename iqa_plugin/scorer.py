@@ -60,7 +60,9 @@ class BatchScorer:
             mapping ``[B, 3, H, W]`` in [0, 1] to ``[B, 1]``.
         device: ``'cuda'``, ``'cpu'``, ... (default: CUDA when available).
         dtype: ``'fp32'`` (exact), ``'bf16'`` or ``'fp16'`` (autocast; the score head stays fp32).
-        batch_size: most images per forward pass.
+        batch_size: most images per forward pass; ``None`` picks 32 on CUDA and 1 on CPU (measured on a
+            2-core AVX2 CPU at 512x384: batch 1 scored 2.7 img/s, batch 8 1.7 img/s: larger batches
+            only thrash the caches there).
         channels_last: run convolutions in channels_last memory format (faster on CPU and GPU).
         compile: ``torch.compile`` the image tower; pays off only where input shapes repeat.
         max_pixels: decompression-bomb guard for paths and bytes.
@@ -78,7 +80,7 @@ class BatchScorer:
         *,
         device: str | torch.device | None = None,
         dtype: str = "fp32",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         channels_last: bool = True,
         compile: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -86,9 +88,11 @@ class BatchScorer:
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer.")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer (or None for automatic).")
         self.device = _resolve_device(device)
+        if batch_size is None:
+            batch_size = 32 if self.device.type == "cuda" else 1
         self.dtype = dtype
         self.batch_size = int(batch_size)
         self.channels_last = channels_last

@@ -127,7 +127,7 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     if config.actor_resources:
         actor_args["resources"] = dict(config.actor_resources)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
-        f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size}) -> Parquet per block")
+        f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     ds = ray.data.from_arrow(blocks)
     env = storage_env() if config.forward_storage_env else None
     ds = ds.map_batches(
@@ -330,7 +330,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="checkpoint path or URL (default: the model card's weights)")
     parser.add_argument("--resolution", help="native (default) or short:N")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--batch-size", type=int, help="images per forward pass (default 16)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 32 on CUDA, 1 on CPU)")
     parser.add_argument("--gpus-per-actor", type=float, help="GPUs per scoring actor (default 1)")
     parser.add_argument("--actors", type=int, help="scoring actors (default 1)")
     parser.add_argument("--config", help="YAML job file (keys as in ScoreJobConfig)")

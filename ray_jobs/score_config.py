@@ -57,7 +57,8 @@ class ScoreJobConfig(BaseModel):
     weights: str | None = Field(default=None, description="checkpoint path or URL (default: the model card's)")
     resolution: str = Field(default="native", description="'native' or 'short:N' (resize the short side to N)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    batch_size: int = Field(default=16, ge=1, description="images per forward pass inside an actor")
+    batch_size: int | None = Field(default=None, ge=1, description="images per forward pass inside an actor "
+                                   "(default: the scorer's, 32 on CUDA and 1 on CPU)")
     block_size: int = Field(default=64, ge=1, le=100_000,
                             description="inputs per output part file (the unit of retry and resume)")
     actors: int = Field(default=1, ge=1, description="scoring actors")

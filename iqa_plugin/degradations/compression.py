@@ -31,24 +31,28 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _roundtrip(x: torch.Tensor, encode) -> torch.Tensor:
-    """Encode and decode each image of [B, 3, H, W] with ``encode(PIL image, buffer)``, in threads."""
-    source = x.detach().cpu()
-    out = torch.empty(source.shape, dtype=x.dtype)
+    """Encode and decode each image of [B, 3, H, W] with ``encode(PIL image, buffer)``, in threads.
+
+    Each thread converts its own image to 8 bits and back (numpy, small buffers that the allocator
+    reuses) around the codec calls, which release the GIL.
+    """
+    source = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    out = np.empty(source.shape, dtype=np.float32)
 
     def one(i: int) -> None:
-        array = source[i].clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        pixels = np.rint(np.clip(source[i], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
         buffer = io.BytesIO()
-        encode(Image.fromarray(array, "RGB"), buffer)
+        encode(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), buffer)
         buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            pixels = torch.from_numpy(np.asarray(decoded.convert("RGB")).copy())
-        out[i] = pixels.permute(2, 0, 1).to(x.dtype).div_(255)
+        with Image.open(buffer) as image:
+            decoded = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        np.multiply(decoded.transpose(2, 0, 1), np.float32(1 / 255), out=out[i], casting="unsafe")
 
     if source.shape[0] == 1:
         one(0)
     else:
         list(_pool().map(one, range(source.shape[0])))
-    return out.to(x.device)
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
 
 
 def jpeg(x: torch.Tensor, quality: float, gen: torch.Generator) -> torch.Tensor:
