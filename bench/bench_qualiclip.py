@@ -37,14 +37,20 @@ def photo_batch(n: int, width: int, height: int) -> list[torch.Tensor]:
     return out
 
 
-def timed(fn, repeats: int, sync) -> float:
-    fn()  # warm-up (and compilation)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
+def interleaved(fns: dict, repeats: int, sync) -> dict[str, float]:
+    """Seconds per run of each function, timed in interleaved rounds (A B C, A B C, ...) after one
+    warm-up each, so drifting machine load hits every path alike."""
+    for fn in fns.values():
         fn()
-    sync()
-    return (time.perf_counter() - start) / repeats
+    total = dict.fromkeys(fns, 0.0)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            total[name] += time.perf_counter() - start
+    return {name: seconds / repeats for name, seconds in total.items()}
 
 
 def main() -> None:
@@ -79,10 +85,7 @@ def main() -> None:
                 out.append(native(stacked[i : i + batch].to(device)).float().cpu())
         return torch.cat(out).flatten().numpy()
 
-    results: dict[str, tuple[float, np.ndarray]] = {}
-    for name, fn in (("native fp32 b1", lambda: run_native(1)), (f"native fp32 b{args.batch}", lambda: run_native(args.batch))):
-        seconds = timed(fn, args.repeats, sync)
-        results[name] = (len(images) / seconds, fn())
+    fns = {"native fp32 b1": lambda: run_native(1), f"native fp32 b{args.batch}": lambda: run_native(args.batch)}
     variants = [("ours fp32", "fp32", False), ("ours bf16", "bf16", False)]
     if args.compile:
         variants.append(("ours bf16 compiled", "bf16", True))
@@ -91,9 +94,9 @@ def main() -> None:
             "qualiclip", device=device, dtype=dtype, batch_size=args.ours_batch, compile=compiled,
             pretrained_model_path=str(checkpoint),
         )
-        fn = lambda s=scorer: np.array(s.score_tensors(images))  # noqa: E731
-        seconds = timed(fn, args.repeats, sync)
-        results[f"{name} b{scorer.batch_size}"] = (len(images) / seconds, fn())
+        fns[f"{name} b{scorer.batch_size}"] = lambda s=scorer: np.array(s.score_tensors(images))
+    seconds = interleaved(fns, args.repeats, sync)
+    results = {name: (len(images) / seconds[name], fn()) for name, fn in fns.items()}
 
     base_name = max((n for n in results if n.startswith("native")), key=lambda n: results[n][0])
     base = results[base_name][0]

@@ -1,7 +1,7 @@
 """Fast scoring of many images of mixed sizes with a plugin metric (used by the Ray jobs).
 
 Images of equal size are stacked into batches (no resizing: QualiCLIP scores at native resolution), run
-under ``torch.inference_mode`` in channels_last, optionally under bf16/fp16 autocast, optionally through
+under ``torch.inference_mode`` in channels_last with BatchNorm folded into the convolutions, optionally under bf16/fp16 autocast, optionally through
 ``torch.compile`` (worth it only when shapes repeat: compilation is per input shape). Scores come back in
 input order and equal one-image-at-a-time scores (fp32).
 """
@@ -101,6 +101,8 @@ class BatchScorer:
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.weights_sha256: str | None = getattr(network, "weights_sha256", None)
         network = network.to(self.device).eval()
+        if isinstance(model, str) and hasattr(network, "image_tower"):
+            network.image_tower.fold_batchnorm()  # frozen metric, inference only: one pass less per conv
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
         if compile and hasattr(network, "image_tower"):

@@ -212,6 +212,22 @@ def _write_report(out: str, log: Log) -> str | None:
     return path
 
 
+def check_weights(config: ScoreJobConfig, log: Log) -> None:
+    """Resolve (download, verify) the model's weights in the driver before Ray starts, so that missing or
+    unreachable weights fail at once with the weights module's message instead of inside an actor.
+    On one machine the actors then find them in the shared cache."""
+    from iqa_plugin.cards import get_card
+    from iqa_plugin.weights import WeightsError, resolve_card_weights
+
+    try:
+        card = get_card(config.model)
+        for role in card.weights:
+            override = config.weights if role == "model" else None
+            log(f"weights ({role}): {resolve_card_weights(card, role=role, override=override)}")
+    except (WeightsError, ValueError, FileNotFoundError) as error:
+        raise SourceError(f"--model {config.model}: {error}") from None
+
+
 def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     """Run a score job end to end and return what ``_job.json`` records.
 
@@ -225,6 +241,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     check_destination(config.out)
     if config.weights and "://" not in config.weights and not os.path.exists(config.weights):
         raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
+    check_weights(config, log)
     input_ids = set(inputs.column("id").to_pylist())
     done = read_done_ids(config.out) & input_ids
     if done:

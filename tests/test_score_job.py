@@ -283,6 +283,20 @@ def test_cli_missing_bucket_fails_fast_without_secrets(s3, tmp_path):
     assert SECRET not in result.stdout + result.stderr
 
 
+def test_cli_offline_without_weights_fails_before_ray(tmp_path, photos):
+    """The README's first command on a machine without the weights: one clear error, exit 2, no Ray."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photos[2].read_bytes())
+    result = _cli([str(src), "--out", str(tmp_path / "out")],
+                  {"IQA_PLUGIN_OFFLINE": "1", "IQA_PLUGIN_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "QualiCLIP.pth" in result.stderr and "IQA_PLUGIN_OFFLINE" in result.stderr
+    assert str(tmp_path / "cache") in result.stderr  # the path it expected the file at
+    assert "Traceback" not in result.stderr and "ray:" not in result.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*.parquet"))
+
+
 _AUTH_SERVER = """
 import logging, os, sys
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated

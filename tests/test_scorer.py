@@ -60,3 +60,16 @@ def test_bad_arguments_are_clear_errors():
         BatchScorer("qualiclip", batch_size=0, pretrained=False)
     with pytest.raises(ValueError, match="not a metric of iqa_plugin"):
         BatchScorer("psnr")
+
+
+def test_scorer_fast_path_equals_the_pyiqa_network(scorer, fabricated, photos):
+    """BatchNorm folding and channels_last in the scorer leave the scores of the plain network."""
+    from iqa_plugin.qualiclip import IqaPluginQualiCLIP
+
+    network = IqaPluginQualiCLIP(pretrained_model_path=str(fabricated["qualiclip"]))
+    images = [_small(p, (96, 64)) for p in photos[:3]]
+    tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255 for im in images]
+    with torch.inference_mode():
+        expected = [network(t.unsqueeze(0)).item() for t in tensors]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.network.modules())
+    np.testing.assert_allclose(scorer.score_tensors(tensors), expected, atol=1e-5, rtol=0)
