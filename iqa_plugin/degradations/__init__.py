@@ -76,8 +76,9 @@ assert tuple(_FUNCTIONS) == KINDS  # internal invariant, not user input
 # CPU chunk size (elements); ~4 images of 224x224. The chunking is a function of the shape only, so the
 # same inputs and seed still give the same bytes.
 _CPU_CHUNK_ELEMENTS = 4 * 3 * 224 * 224
-# Kinds whose work is a per-image codec call or few large ops: chunking would only add overhead.
-_WHOLE_BATCH_KINDS = frozenset({"jpeg", "jpeg2000", "non_eccentricity_patch", "color_block"})
+# Kinds whose work is a per-image codec call or one or two cheap elementwise passes: chunking would only
+# add overhead there (measured with bench/bench_degradations.py).
+_WHOLE_BATCH_KINDS = frozenset({"jpeg", "jpeg2000", "non_eccentricity_patch", "color_block", "mean_shift", "quantization", "nonlinear_contrast"})
 
 
 def check_images(images: object, name: str = "images", min_size: int = 1) -> torch.Tensor:
