@@ -190,23 +190,22 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_torch(kind: str, batch: torch.Tensor, device: str, repeats: int) -> float:
-    degrade(batch, kind, LEVEL, seed=0)  # warm-up (kernels, caches, codec pool)
+def time_both(kind: str, batch: torch.Tensor, images: np.ndarray, device: str, repeats: int) -> tuple[float, float]:
+    """images/s of the torch path and of the reference loop, each the best of ``repeats`` runs taken in
+    alternation (torch, loop, torch, loop, ...) after a warm-up of each, so load drift hits both alike."""
+    degrade(batch, kind, LEVEL, seed=0)
+    ref_loop(kind, images[:2])
     _sync(device)
-    best = float("inf")
+    best_torch = best_loop = float("inf")
     for r in range(repeats):
         start = time.perf_counter()
         degrade(batch, kind, LEVEL, seed=r)
         _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return batch.shape[0] / best
-
-
-def time_loop(kind: str, images: np.ndarray) -> float:
-    ref_loop(kind, images[:2])  # warm-up
-    start = time.perf_counter()
-    ref_loop(kind, images)
-    return images.shape[0] / (time.perf_counter() - start)
+        best_torch = min(best_torch, time.perf_counter() - start)
+        start = time.perf_counter()
+        ref_loop(kind, images)
+        best_loop = min(best_loop, time.perf_counter() - start)
+    return batch.shape[0] / best_torch, images.shape[0] / best_loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of the torch path (cpu, cuda, cuda:1)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3, help="torch-path repeats (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each path, alternating (the best of each is kept)")
     parser.add_argument("--kinds", default="", help="comma-separated subset of kinds (default: all)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 compares both paths on one core")
@@ -231,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'kind':<24}{'torch img/s':>13}{'loop img/s':>12}{'ratio':>8}")
     ratios = []
     for kind in kinds:
-        fast = time_torch(kind, batch, args.device, args.repeats)
-        slow = time_loop(kind, images)
+        fast, slow = time_both(kind, batch, images, args.device, args.repeats)
         ratios.append(fast / slow)
         print(f"{kind:<24}{fast:>13.1f}{slow:>12.1f}{fast / slow:>7.2f}x", flush=True)
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))

@@ -338,7 +338,7 @@ def _torch_load(path: Path) -> Any:
             "runs. Re-save just the state dict (torch.save(model.state_dict(), ...)) or convert it to "
             f"safetensors. Detail: {str(exc).splitlines()[0]}"
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # a damaged file can fail anywhere inside the unpickler (IndexError, KeyError...)
         raise WeightsError(
             f"Cannot read {path} as a torch checkpoint ({type(exc).__name__}: {exc}); is the file complete?"
         ) from exc

@@ -241,7 +241,6 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     check_destination(config.out)
     if config.weights and "://" not in config.weights and not os.path.exists(config.weights):
         raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
-    check_weights(config, log)
     input_ids = set(inputs.column("id").to_pylist())
     done = read_done_ids(config.out) & input_ids
     if done:
@@ -249,6 +248,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
         if existing_model not in (None, config.model):
             raise SourceError(f"--out {config.out} holds scores of model {existing_model!r}, not {config.model!r}; "
                               "give each model its own --out")
+    check_weights(config, log)
     n_inputs = inputs.num_rows
     blocks = plan_blocks(inputs, done, config.block_size)
     n_pending = n_inputs - len(done)

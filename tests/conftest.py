@@ -7,6 +7,7 @@ import functools
 import http.server
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -19,6 +20,21 @@ os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 os.environ.pop("AWS_PROFILE", None)
 
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
+
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "", None, socket.gethostname()}
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """Tests never touch the network: resolving any name but this machine's fails loudly."""
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in _LOCAL_NAMES and not str(host).startswith("127."):
+            raise OSError(f"test tried to reach {host!r}: tests must stay offline (loopback servers only)")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
 
 
 @pytest.fixture(autouse=True)
