@@ -54,6 +54,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+def job_main(command: str, argv: list[str] | None = None) -> int:
+    """Run one job with ``argv`` (default ``sys.argv[1:]``): ``python -m ray_jobs.<job>`` == ``iqa <job>``."""
+    args = build_parser(command).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
@@ -64,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         top.print_help()
         return 0 if argv else 2
-    args = build_parser(argv[0]).parse_args(argv[1:])
-    return int(args._run(args) or 0)
+    return job_main(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

@@ -341,10 +341,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ray_jobs.curate``: same options as ``iqa curate``."""
-    parser = argparse.ArgumentParser(prog="iqa curate", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
+    """``python -m ray_jobs.curate``: the same options as ``iqa curate``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("curate", argv)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.models", description=__doc__)
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
+    """``python -m ray_jobs.models``: the same options as ``iqa models``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("models", argv)
 
 
 if __name__ == "__main__":

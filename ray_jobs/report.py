@@ -401,10 +401,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ray_jobs.report DST``."""
-    parser = argparse.ArgumentParser(prog="iqa report", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
+    """``python -m ray_jobs.report``: the same options as ``iqa report``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("report", argv)
 
 
 if __name__ == "__main__":

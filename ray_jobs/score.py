@@ -395,10 +395,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m ray_jobs.score``."""
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.score", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
+    """``python -m ray_jobs.score``: the same options as ``iqa score``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("score", argv)
 
 
 if __name__ == "__main__":

@@ -346,9 +346,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.shards``: the same options as ``iqa shards``."""
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.shards", description=__doc__.split("\n")[0])
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
+    from ray_jobs.cli import job_main
+
+    return job_main("shards", argv)
 
 
 if __name__ == "__main__":
