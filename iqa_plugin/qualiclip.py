@@ -109,7 +109,7 @@ class IqaPluginQualiCLIP(nn.Module):
         clip_state, features = split_qualiclip_checkpoint(load_state_dict(path), str(path))
         load_clip_weights(clip, clip_state, str(path))
         if not _is_plus(model_type):
-            self.weights_sha256 = _sha256(path)
+            self.weights_sha256 = _weights_sha256(card.weights[role].sha256, override, path)
         return features.float()
 
     def _load_prompts(self, model_type: str, model_path: PathLike | None) -> None:
@@ -126,7 +126,7 @@ class IqaPluginQualiCLIP(nn.Module):
             )
         assert self.prompt_learner is not None
         self.prompt_learner.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()}, strict=False)
-        self.weights_sha256 = _sha256(path)
+        self.weights_sha256 = _weights_sha256(card.weights["model"].sha256, model_path, path)
 
     def text_features(self) -> torch.Tensor:
         """The 14 L2-normalised prompt features ``[14, D]`` (learned prompts cached until they change)."""
@@ -155,7 +155,11 @@ class IqaPluginQualiCLIP(nn.Module):
         return self.head(self.image_tower(x))
 
 
-def _sha256(path: os.PathLike | str) -> str:
+def _weights_sha256(card_sha256: str | None, override: PathLike | None, path: os.PathLike | str) -> str:
+    """The checkpoint's sha256: the card's (already verified by the resolver) unless the user gave the
+    file or the card publishes none, in which case it is computed once here."""
+    if override is None and card_sha256 is not None:
+        return card_sha256
     from iqa_plugin.weights import sha256_file
 
     return sha256_file(path)

@@ -25,33 +25,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ray_jobs.io import filesystem_for, join_uri
+
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 SCORE_COLUMNS = ("id", "uri", "bytes", "model", "score", "error")
 
 
-def open_fs(uri: str) -> tuple[Any, str]:
-    """Return ``(filesystem, path)`` for a local path or fsspec URL; s3 honours ``AWS_ENDPOINT_URL``."""
-    import fsspec
-
-    options: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint and uri.startswith(("s3://", "s3a://")):
-        # botocore reads AWS_ENDPOINT_URL itself; passing it keeps older s3fs/botocore pairs on the same endpoint.
-        options["client_kwargs"] = {"endpoint_url": endpoint}
-    fs, path = fsspec.core.url_to_fs(uri, **options)
-    return fs, path
-
-
-def join_uri(base: str, *names: str) -> str:
-    """``base`` + ``/name...`` for local paths and URLs alike (``s3://b/x/`` + ``a`` -> ``s3://b/x/a``)."""
-    if "://" not in base:
-        return os.path.join(base, *names)
-    return "/".join([base.rstrip("/"), *(name.strip("/") for name in names)])
-
-
 def list_part_files(scores: str) -> tuple[Any, list[str]]:
     """The filesystem and sorted part files of a score job's output ``scores``; ValueError if none."""
-    fs, root = open_fs(scores)
+    fs, root = filesystem_for(scores)
     fs.invalidate_cache()
     parts = sorted(fs.glob(posixpath.join(root.rstrip("/"), "part-*.parquet")))
     if not parts:
@@ -197,8 +179,8 @@ def common_root(all_uris) -> str:
 def _copy_one(src: str, dest: str, size: int | None, existing: dict[str, int]) -> tuple[str, int, str]:
     """Copy ``src`` to ``dest`` streamed unless it is already there with the same size."""
     try:
-        src_fs, src_path = open_fs(src)
-        dest_fs, dest_path = open_fs(dest)
+        src_fs, src_path = filesystem_for(src)
+        dest_fs, dest_path = filesystem_for(dest)
         there = existing.get(dest_path.rstrip("/"))
         if there is not None and there != size:
             size = int(src_fs.size(src_path))  # the recorded size may be stale: ask the source
@@ -227,7 +209,7 @@ def _is_local(fs: Any) -> bool:
 
 def _existing_sizes(prefix: str) -> dict[str, int]:
     """Path -> size of every object already under ``prefix`` (one listing, not one request per object)."""
-    fs, root = open_fs(prefix)
+    fs, root = filesystem_for(prefix)
     fs.invalidate_cache()
     bucket = root.strip("/").split("/", 1)[0]
     if not _is_local(fs) and not fs.exists(bucket):
@@ -294,7 +276,7 @@ def curate(
         "rank": pa.array(range(1, kept.num_rows + 1), pa.int64()),
         "dest": pa.array(dests, pa.string()),
     })
-    out_fs, out_path = open_fs(result.out)
+    out_fs, out_path = filesystem_for(result.out)
     parent = posixpath.dirname(out_path)
     if parent:
         out_fs.makedirs(parent, exist_ok=True)

@@ -85,9 +85,10 @@ def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def join_uri(base: str, name: str) -> str:
-    """``base`` + ``/`` + ``name`` without doubling the slash."""
-    return base.rstrip("/") + "/" + name.lstrip("/")
+def join_uri(base: str, *names: str) -> str:
+    """``base`` + ``/name...`` for local paths and URLs alike, without doubling slashes
+    (``s3://b/x/`` + ``a`` -> ``s3://b/x/a``)."""
+    return "/".join([base.rstrip("/"), *(name.strip("/") for name in names)])
 
 
 def redact(text: str) -> str:

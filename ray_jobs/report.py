@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ray_jobs.curate import join_uri, open_fs, read_scores
+from ray_jobs.curate import read_scores
+from ray_jobs.io import filesystem_for, join_uri
 
 THUMB_PX = 160
 REPORT_NAME = "report.html"
@@ -113,7 +114,7 @@ def _fmt_seconds(s: float | None) -> str:
 
 def read_job_summary(dst: str) -> dict[str, Any]:
     """``DST/_job.json`` as a dict, or ``{}`` when the job did not write one (yet)."""
-    fs, root = open_fs(dst)
+    fs, root = filesystem_for(dst)
     path = posixpath.join(root.rstrip("/"), "_job.json")
     if not fs.exists(path):
         return {}
@@ -196,7 +197,7 @@ def _thumbnail(uri: str) -> str | None:
     from PIL import Image, ImageOps
 
     try:
-        fs, path = open_fs(uri)
+        fs, path = filesystem_for(uri)
         with fs.open(path, "rb") as handle:
             data = handle.read()
         with Image.open(io.BytesIO(data)) as image:
@@ -378,7 +379,7 @@ def write_report(dst: str, *, thumbnails: int = 12) -> str:
     """
     page = build_report(dst, thumbnails=thumbnails)
     target = join_uri(dst, REPORT_NAME)
-    fs, path = open_fs(target)
+    fs, path = filesystem_for(target)
     with fs.open(path, "wb") as handle:
         handle.write(page.encode("utf-8"))
     return target
