@@ -27,8 +27,8 @@ from skimage import color as skcolor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._machine import describe_machine  # noqa: E402
-from iqa_plugin.degradations import KINDS, LEVEL_PARAMS, degrade  # noqa: E402
-from iqa_plugin.degradations.blur import disk_kernel, motion_kernels  # noqa: E402
+from iqa_plugin.data.degradations import KINDS, LEVEL_PARAMS, degrade  # noqa: E402
+from iqa_plugin.data.degradations.blur import disk_kernel, motion_kernels  # noqa: E402
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
 
 LEVEL = 3

@@ -58,8 +58,8 @@ def in_process(paths: list[Path], weights: str, resolution: str, batch_size: int
 
     torch.set_num_threads(threads)
 
-    from iqa_plugin.images import decode_image_array, resize_array_short_side
-    from iqa_plugin.scorer import BatchScorer
+    from iqa_plugin.data.images import decode_image_array, resize_array_short_side
+    from iqa_plugin.inference.scorer import BatchScorer
 
     t0 = time.perf_counter()
     scorer = BatchScorer("qualiclip", device="cpu", batch_size=batch_size, pretrained_model_path=weights)

@@ -74,8 +74,8 @@ def main() -> None:
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    from ray_jobs.shards import run_shards_job
-    from ray_jobs.shards_config import ShardsJobConfig
+    from ray_jobs.shards.config import ShardsJobConfig
+    from ray_jobs.shards.job import run_shards_job
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)

@@ -55,7 +55,7 @@ def write_collection(folder: Path, n: int) -> list[Path]:
 
 
 def _decode(path: str) -> np.ndarray:
-    from iqa_plugin.images import decode_image_array
+    from iqa_plugin.data.images import decode_image_array
 
     with open(path, "rb") as handle:
         return decode_image_array(handle.read(), max_pixels=None, source=path)
@@ -71,8 +71,8 @@ def decode_rate(paths: list[Path]) -> float:
 def gpu_rate(paths: list[Path], weights: str, short: int | None, batch: int, compile_: bool) -> float:
     import torch
 
-    from iqa_plugin.images import resize_array_short_side
-    from iqa_plugin.scorer import BatchScorer
+    from iqa_plugin.data.images import resize_array_short_side
+    from iqa_plugin.inference.scorer import BatchScorer
 
     scorer = BatchScorer("qualiclip", device="cuda", dtype="bf16", batch_size=batch, compile=compile_,
                          pretrained_model_path=weights)

@@ -20,19 +20,19 @@ __version__ = "0.1.0"
 __all__ = ["BatchScorer", "register", "__version__"]
 
 if TYPE_CHECKING:
-    from iqa_plugin.scorer import BatchScorer
+    from iqa_plugin.inference.scorer import BatchScorer
 
 
 def __getattr__(name: str):
     if name == "BatchScorer":
-        from iqa_plugin.scorer import BatchScorer
+        from iqa_plugin.inference.scorer import BatchScorer
 
         return BatchScorer
     raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
 
 
 # Register into pyiqa now if it is loaded, else right after it is first imported: ``import iqa_plugin``
-# stays light (Ray decode workers import ``iqa_plugin.images`` without paying for pyiqa), and
+# stays light (Ray decode workers import ``iqa_plugin.data.images`` without paying for pyiqa), and
 # ``pyiqa.create_metric('qualiclip')`` still finds our entries whichever package is imported first.
 if "pyiqa" in sys.modules:
     register()

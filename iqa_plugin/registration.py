@@ -22,7 +22,7 @@ TAKEN_OVER = ("qualiclip", "qualiclip+", "qualiclip+-clive", "qualiclip+-flive",
 
 def arch_classes() -> dict[str, type[nn.Module]]:
     """Arch name -> class for every network this plugin provides to pyiqa."""
-    from iqa_plugin.qualiclip import IqaPluginQualiCLIP
+    from iqa_plugin.archs.qualiclip import IqaPluginQualiCLIP
 
     return {"IqaPluginQualiCLIP": IqaPluginQualiCLIP}
 
@@ -47,7 +47,7 @@ def register() -> list[str]:
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
     from pyiqa.utils.registry import ARCH_REGISTRY
 
-    from iqa_plugin.cards import list_cards
+    from iqa_plugin.hub.cards import list_cards
 
     archs = arch_classes()
     for name, cls in archs.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from iqa_plugin.prompts import PROMPT_PAIRS
+from iqa_plugin.archs.prompts import PROMPT_PAIRS
 
 #: (package, path inside the package) of real photos; portrait and odd sizes included on purpose.
 PACKAGED_PHOTOS: tuple[tuple[str, str], ...] = (
@@ -65,7 +65,7 @@ def _randomize_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> 
 
 def fabricated_clip_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """A seeded random OpenAI-layout CLIP RN50 state dict (fp32), as QualiCLIP stores it."""
-    from iqa_plugin.clip_backbone import build_rn50_clip
+    from iqa_plugin.archs.clip_backbone import build_rn50_clip
 
     torch.manual_seed(seed)  # open_clip's initialisers use the global RNG
     clip = build_rn50_clip()

@@ -14,10 +14,10 @@ import sys
 #: sub-command -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("ray_jobs.models", "list the registered models and their weights"),
-    "score": ("ray_jobs.score", "score an image collection (folder, s3:// prefix or manifest) with Ray"),
+    "score": ("ray_jobs.score.job", "score an image collection (folder, s3:// prefix or manifest) with Ray"),
     "curate": ("ray_jobs.curate", "keep the best-scored images from a score job's output"),
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
-    "shards": ("ray_jobs.shards", "build degradation shards for training from pristine images"),
+    "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
 }
 
 

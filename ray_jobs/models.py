@@ -12,8 +12,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows() -> list[dict]:
-    from iqa_plugin.cards import list_cards
-    from iqa_plugin.weights import cache_path_for
+    from iqa_plugin.hub.cards import list_cards
+    from iqa_plugin.hub.weights import cache_path_for
 
     rows = []
     for card in sorted(list_cards(), key=lambda c: c.name):

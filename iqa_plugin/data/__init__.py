@@ -1,0 +1,1 @@
+"""Image decoding and validation, degradations, and shard materialisation."""

@@ -1,0 +1,1 @@
+"""Correlation statistics and MOS dataset readers."""

@@ -1,0 +1,1 @@
+"""Model cards, weights resolution (fetch, verify, cache) and checkpoint loading."""

@@ -1,0 +1,1 @@
+"""Batch scoring of many images with any quality network."""

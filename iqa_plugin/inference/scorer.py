@@ -1,0 +1,157 @@
+"""Fast scoring of many images of mixed sizes with a plugin metric (used by the Ray jobs).
+
+Images of equal size are stacked into batches (no resizing: QualiCLIP scores at native resolution), run
+under ``torch.inference_mode`` in channels_last with BatchNorm folded into the convolutions, optionally under bf16/fp16 autocast, optionally through
+``torch.compile`` (worth it only when shapes repeat: compilation is per input shape). Scores come back in
+input order and equal one-image-at-a-time scores (fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqa_plugin.data.images import DEFAULT_MAX_PIXELS, array_to_tensor, load_image
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_metric_network(model: str, **kwargs: Any) -> nn.Module:
+    """Build the network of a plugin metric by its pyiqa name, with the card's options plus ``kwargs``.
+
+    Raises:
+        ValueError: ``model`` is not a metric served by this plugin (lists the ones that are).
+    """
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    from iqa_plugin.registration import arch_classes, register
+
+    archs = arch_classes()
+    served = register()
+    entry = DEFAULT_CONFIGS.get(model)
+    if entry is None or entry["metric_opts"].get("type") not in archs:
+        raise ValueError(f"model={model!r} is not a metric of iqa_plugin: expected one of {sorted(served)}.")
+    options = dict(entry["metric_opts"])
+    arch = archs[options.pop("type")]
+    options.update(kwargs)
+    return arch(**options)
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}: CUDA is not available here. Use device='cpu' or leave it unset.")
+    return device
+
+
+class BatchScorer:
+    """Scores many images with one plugin metric, batching equal sizes.
+
+    Args:
+        model: a plugin metric name (``'qualiclip'``, ``'qualiclip+'``, ...) or an already built network
+            mapping ``[B, 3, H, W]`` in [0, 1] to ``[B, 1]``.
+        device: ``'cuda'``, ``'cpu'``, ... (default: CUDA when available).
+        dtype: ``'fp32'`` (exact), ``'bf16'`` or ``'fp16'`` (autocast; the score head stays fp32).
+        batch_size: most images per forward pass; ``None`` picks 32 on CUDA and 1 on CPU (measured on a
+            2-core AVX2 CPU at 512x384: batch 1 scored 2.7 img/s, batch 8 1.7 img/s: larger batches
+            only thrash the caches there).
+        channels_last: run convolutions in channels_last memory format (faster on CPU and GPU).
+        compile: ``torch.compile`` the image tower; pays off only where input shapes repeat.
+        max_pixels: decompression-bomb guard for paths and bytes.
+        **model_kwargs: passed to the network (``pretrained_model_path``, ``temperature``, ...).
+
+    Example:
+        >>> scorer = BatchScorer("qualiclip", pretrained_model_path="QualiCLIP.pth")  # doctest: +SKIP
+        >>> scorer.score(["a.jpg", "b.png"])  # doctest: +SKIP
+        [0.61, 0.47]
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "qualiclip",
+        *,
+        device: str | torch.device | None = None,
+        dtype: str = "fp32",
+        batch_size: int | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        **model_kwargs: Any,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}.")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected a positive integer (or None for automatic).")
+        self.device = _resolve_device(device)
+        if batch_size is None:
+            batch_size = 32 if self.device.type == "cuda" else 1
+        self.dtype = dtype
+        self.batch_size = int(batch_size)
+        self.channels_last = channels_last
+        self.max_pixels = max_pixels
+        network = build_metric_network(model, **model_kwargs) if isinstance(model, str) else model
+        self.model_name = model if isinstance(model, str) else type(model).__name__
+        self.weights_sha256: str | None = getattr(network, "weights_sha256", None)
+        network = network.to(self.device).eval()
+        if isinstance(model, str) and hasattr(network, "image_tower"):
+            network.image_tower.fold_batchnorm()  # frozen metric, inference only: one pass less per conv
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        if compile and hasattr(network, "image_tower"):
+            network.image_tower = torch.compile(network.image_tower, dynamic=False)
+        self.network = network
+
+    def _autocast(self):
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
+
+    def _batches(self, shapes: Sequence[tuple[int, ...]]) -> Iterator[list[int]]:
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, shape in enumerate(shapes):
+            groups[shape].append(index)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                yield indices[start : start + self.batch_size]
+
+    @torch.inference_mode()
+    def _score_batch(self, tensors: list[torch.Tensor]) -> np.ndarray:
+        x = torch.stack(tensors).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            out = self.network(x)
+        return out.float().reshape(-1).cpu().numpy()
+
+    def score_tensors(self, tensors: Sequence[torch.Tensor]) -> list[float]:
+        """Scores of ``[3, H, W]`` float tensors in [0, 1] (any mix of sizes), in input order."""
+        scores = np.empty(len(tensors), dtype=np.float64)
+        for indices in self._batches([tuple(t.shape) for t in tensors]):
+            scores[indices] = self._score_batch([tensors[i] for i in indices])
+        return scores.tolist()
+
+    def score_arrays(self, arrays: Sequence[np.ndarray]) -> list[float]:
+        """Scores of ``H x W x 3`` uint8/uint16 RGB arrays (as decoded by the jobs), in input order.
+
+        Arrays are converted to float per batch, so memory stays at one batch of float tensors.
+        """
+        scores = np.empty(len(arrays), dtype=np.float64)
+        for indices in self._batches([tuple(a.shape) for a in arrays]):
+            scores[indices] = self._score_batch([array_to_tensor(arrays[i]) for i in indices])
+        return scores.tolist()
+
+    def score(self, images: Iterable[Any]) -> list[float]:
+        """Scores of images given as paths, bytes, PIL images, arrays or tensors, in input order.
+
+        Raises:
+            iqa_plugin.data.images.ImageInputError: an input cannot be read (names it, the reason and the fix).
+        """
+        return self.score_tensors([load_image(image, max_pixels=self.max_pixels) for image in images])

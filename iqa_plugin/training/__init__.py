@@ -1,0 +1,1 @@
+"""Per-recipe training step logic, Ray-free."""

@@ -1,0 +1,1 @@
+"""The scoring job: listing -> fetch + decode -> scoring actors -> Parquet (``iqa score``)."""

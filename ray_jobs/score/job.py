@@ -1,0 +1,405 @@
+"""``iqa score`` / ``python -m ray_jobs.score``: score an image collection with Ray Data.
+
+Listing or manifest -> job blocks (assigned here, before execution) -> fetch + decode (CPU tasks) ->
+scoring actors (GPU, or CPU without one) -> one Parquet part per block. Without ``$RAY_ADDRESS`` a local
+Ray is started; with it the job joins that cluster (``ray job submit -- python -m ray_jobs.score ...``).
+
+Output (``DST/part-<block key>.parquet``, every input exactly once):
+
+==================  =========  =================================================================
+column              type       meaning
+==================  =========  =================================================================
+``id``              string     input id: path relative to SRC, or the manifest's ``id`` (or URI)
+``uri``             string     where the bytes were read from
+``bytes``           int64      object size; null when it could not be read
+``width``           int32      decoded width after EXIF rotation, before any resize; null on error
+``height``          int32      decoded height, same rules
+``model``           string     metric name (``qualiclip``)
+``weights_sha256``  string     sha256 of the checkpoint the scores came from
+``score``           float64    quality score (higher is better); null on error
+``error``           string     null when scored, else a reason code (see ``ray_jobs.score.stages``)
+==================  =========  =================================================================
+
+Block keys come from a hash of the block's ids, and blocks are fixed-size runs of the id-sorted listing
+of what is still missing: a retried block overwrites its own file, and a rerun (resume) reads the ids
+already written and processes only the rest. ``DST/_job.json`` records the run; ``DST/report.html``
+is written by :mod:`ray_jobs.report` when that module is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from ray_jobs.io import chunked, join_uri, read_done_ids, redact, storage_env, write_json
+from ray_jobs.score.config import ScoreJobConfig, build_config
+from ray_jobs.score.sources import SourceError, check_destination, list_inputs
+
+Log = Callable[[str], None]
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def block_key(ids: list[str]) -> str:
+    """Deterministic key of a job block: the first 20 hex digits of sha256 over its ids."""
+    digest = hashlib.sha256()
+    for item in ids:
+        digest.update(item.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:20]
+
+
+def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Table]:
+    """One single-row table ``{block, ids, uris}`` per block of the inputs not in ``done``.
+
+    ``inputs`` is sorted by id, so the first run and any resume cut the same boundaries wherever whole
+    blocks were finished: a late write of an old block rewrites the same file with the same ids.
+    """
+    ids = inputs.column("id").to_pylist()
+    uris = inputs.column("uri").to_pylist()
+    pending = ((i, u) for i, u in zip(ids, uris, strict=True) if i not in done)
+    tables = []
+    for chunk in chunked(pending, block_size):
+        block_ids = [i for i, _ in chunk]
+        tables.append(pa.table({
+            "block": pa.array([block_key(block_ids)], pa.string()),
+            "ids": pa.array([block_ids], pa.list_(pa.string())),
+            "uris": pa.array([[u for _, u in chunk]], pa.list_(pa.string())),
+        }))
+    return tables
+
+
+def _ensure_ray(log: Log) -> bool:
+    """Connect to ``$RAY_ADDRESS`` or start a local Ray; True when this call started/connected it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        log(f"ray: joining the cluster at {os.environ['RAY_ADDRESS']}")
+        ray.init(address="auto", log_to_driver=False)
+    else:
+        cpus = max(4, os.cpu_count() or 1)
+        log(f"ray: starting a local Ray with {cpus} logical CPUs (set RAY_ADDRESS to use a cluster)")
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def _use_gpu(config: ScoreJobConfig) -> bool:
+    import ray
+
+    if config.device == "cpu":
+        return False
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if config.device == "cuda" and gpus <= 0:
+        raise SourceError("--device cuda: the Ray cluster has no GPU; use --device auto or cpu")
+    return gpus > 0 and config.gpus_per_actor > 0
+
+
+def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
+    import ray
+
+    from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
+
+    use_gpu = _use_gpu(config)
+    device = "cuda" if use_gpu else "cpu"
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = config.progress_bars
+    context.print_on_execution_start = False
+    actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
+    if use_gpu:
+        actor_args["num_gpus"] = config.gpus_per_actor
+    if config.actor_resources:
+        actor_args["resources"] = dict(config.actor_resources)
+    log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
+        f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
+    ds = ray.data.from_arrow(blocks)
+    env = storage_env() if config.forward_storage_env else None
+    ds = ds.map_batches(
+        # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
+        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
+        memory=config.decode_memory_mb * 2**20,
+        fn_kwargs={"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
+                   "retries": config.fetch_retries, "threads": config.fetch_threads, "env": env})
+    ds = ds.map_batches(
+        BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        fn_constructor_kwargs={"scorer_kwargs": config.scorer_kwargs(device),
+                               "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor)),
+                               "faults": config.faults.model_dump(), "env": env},
+        **actor_args)
+    ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+                        fn_kwargs={"dst": config.out, "env": env})
+    started = time.monotonic()
+    counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
+                              "first": None, "n_errors": 0}
+    stop = threading.Event()
+
+    def report_progress() -> None:
+        while not stop.wait(config.progress_interval_s):
+            elapsed = time.monotonic() - started
+            rows = counts["rows"]
+            state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
+            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+                f"{elapsed:.0f} s, {state}")
+
+    reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
+    reporter.start()
+    try:
+        _consume(ds, counts)
+    finally:
+        stop.set()
+        reporter.join()
+    end = time.monotonic()
+    counts["elapsed_s"] = end - started
+    first = counts.pop("first")
+    if first is not None and counts["rows"] > first[1] and end > first[0]:
+        counts["steady_images_per_s"] = (counts["rows"] - first[1]) / (end - first[0])
+    return counts
+
+
+def _consume(ds: Any, counts: dict[str, Any]) -> None:
+    """Aggregate the per-block summaries as they stream in (nothing per image is kept)."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            counts["rows"] += row["rows"]
+            counts["scored"] += row["scored"]
+            errors = json.loads(row["errors"])
+            counts["errors"].update(errors)
+            counts["n_errors"] += sum(errors.values())
+            counts["model"] = counts["model"] or row["model"]
+            counts["weights_sha256"] = counts["weights_sha256"] or row["weights_sha256"]
+        if counts["first"] is None:  # the model is loaded and the pipeline full from here on
+            counts["first"] = (time.monotonic(), counts["rows"])
+
+
+def _first_part_model(out: str) -> tuple[str | None, str | None]:
+    from ray_jobs.io import iter_part_columns
+
+    for table in iter_part_columns(out, ["model", "weights_sha256"]):
+        if table.num_rows:
+            return table.column("model")[0].as_py(), table.column("weights_sha256")[0].as_py()
+    return None, None
+
+
+def _write_report(out: str, log: Log) -> str | None:
+    try:
+        from ray_jobs.report import write_report
+    except ImportError:
+        log("report: ray_jobs.report is not installed; skipped")
+        return None
+    try:
+        path = write_report(out)
+    except Exception as error:  # the scores are written; a report failure must not hide that
+        log(f"report: failed ({type(error).__name__}: {redact(str(error)).splitlines()[0][:200]})")
+        return None
+    log(f"report: {path}")
+    return path
+
+
+def check_weights(config: ScoreJobConfig, log: Log) -> None:
+    """Resolve (download, verify) the model's weights in the driver before Ray starts, so that missing or
+    unreachable weights fail at once with the weights module's message instead of inside an actor.
+    On one machine the actors then find them in the shared cache."""
+    from iqa_plugin.hub.cards import get_card
+    from iqa_plugin.hub.weights import WeightsError, resolve_card_weights
+
+    try:
+        card = get_card(config.model)
+        for role in card.weights:
+            override = config.weights if role == "model" else None
+            log(f"weights ({role}): {resolve_card_weights(card, role=role, override=override)}")
+    except (WeightsError, ValueError, FileNotFoundError) as error:
+        raise SourceError(f"--model {config.model}: {error}") from None
+
+
+def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
+    """Run a score job end to end and return what ``_job.json`` records.
+
+    Raises:
+        SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source).
+        RuntimeError: the output does not hold every input exactly once after the run.
+    """
+    started_at = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    inputs = list_inputs(config.src, limit=config.limit, exclude=config.out)
+    check_destination(config.out)
+    if config.weights and "://" not in config.weights and not os.path.exists(config.weights):
+        raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
+    input_ids = set(inputs.column("id").to_pylist())
+    done = read_done_ids(config.out) & input_ids
+    if done:
+        existing_model, _ = _first_part_model(config.out)
+        if existing_model not in (None, config.model):
+            raise SourceError(f"--out {config.out} holds scores of model {existing_model!r}, not {config.model!r}; "
+                              "give each model its own --out")
+    check_weights(config, log)
+    n_inputs = inputs.num_rows
+    blocks = plan_blocks(inputs, done, config.block_size)
+    n_pending = n_inputs - len(done)
+    if done:
+        log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} missing")
+    log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
+    del inputs, done
+    counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
+    started_ray = False
+    if blocks:
+        started_ray = _ensure_ray(log)
+        try:
+            counts = _execute(config, blocks, n_pending, log)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    del blocks
+    rows, scored, errors = _verify(config.out, input_ids)
+    model, sha = counts["model"], counts["weights_sha256"]
+    if model is None:
+        model, sha = _first_part_model(config.out)
+    elapsed = time.monotonic() - t0
+    record = {
+        "model": model or config.model, "weights_sha256": sha, "n_inputs": n_inputs, "n_scored": scored,
+        "errors_by_reason": errors, "n_processed": counts["rows"], "n_resumed": n_inputs - n_pending,
+        "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
+        "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts else None,
+        "elapsed_s": round(elapsed, 3), "started": started_at.isoformat(),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(), "config": config.model_dump(mode="json"),
+    }
+    write_json(join_uri(config.out, "_job.json"), record)
+    error_text = ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"
+    log(f"done: {n_inputs} inputs -> {rows} rows in {config.out} (scored {scored}; errors {sum(errors.values())}: "
+        f"{error_text})")
+    if record["images_per_s"] is not None:
+        steady = record["steady_images_per_s"]
+        log(f"throughput: {record['images_per_s']:.1f} images/s ({counts['rows']} processed in "
+            f"{counts['elapsed_s']:.1f} s, model loading included; {elapsed:.1f} s end to end"
+            + (f"; {steady:.1f} images/s after the first block)" if steady else ")"))
+    if config.report:
+        record["report"] = _write_report(config.out, log)
+    log(f"parquet: {join_uri(config.out, 'part-*.parquet')}  job record: {join_uri(config.out, '_job.json')}")
+    return record
+
+
+def _verify(out: str, input_ids: set[str]) -> tuple[int, int, dict[str, int]]:
+    """Check that ``out`` holds every input exactly once; return (rows, scored, errors by reason)."""
+    from ray_jobs.io import iter_part_columns
+
+    seen: set[str] = set()
+    duplicates = 0
+    scored = 0
+    errors: Counter[str] = Counter()
+    for table in iter_part_columns(out, ["id", "error"]):
+        for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True):
+            if id_ not in input_ids:
+                continue  # rows of an earlier, larger listing: kept, not counted
+            if id_ in seen:
+                duplicates += 1
+                continue
+            seen.add(id_)
+            if error is None:
+                scored += 1
+            else:
+                errors[error] += 1
+    missing = len(input_ids) - len(seen)
+    if duplicates or missing:
+        raise RuntimeError(f"{out} holds {missing} inputs too few and {duplicates} duplicate rows; "
+                           "run the same command again to fill the gaps")
+    return len(seen), scored, dict(sorted(errors.items()))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
+
+
+def failure_line(error: BaseException) -> str:
+    """One line naming the failure and, for Ray errors wrapping a user error, its root cause."""
+    text = _ANSI.sub("", str(error)).strip()
+    lines = text.splitlines() or [""]
+    causes = [m.group(0) for line in lines if (m := _ERROR_LINE.match(line.strip()))]
+    head = f"{type(error).__name__}: {lines[0][:200]}"
+    if causes and causes[-1] not in head:
+        head = f"{type(error).__name__}: {causes[-1][:300]}"
+    return redact(head)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``iqa score`` options to ``parser`` (CLI flags override ``--config`` values)."""
+    parser.add_argument("src", nargs="?", help="folder, fsspec prefix (s3://bucket/photos/) or manifest "
+                                               "(.parquet/.csv/.jsonl with 'uri' and optional 'id')")
+    parser.add_argument("--out", help="destination folder or prefix (part-*.parquet, _job.json, report)")
+    parser.add_argument("--model", help="plugin metric (default qualiclip)")
+    parser.add_argument("--weights", help="checkpoint path or URL (default: the model card's weights)")
+    parser.add_argument("--resolution", help="native (default) or short:N")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 32 on CUDA, 1 on CPU)")
+    parser.add_argument("--gpus-per-actor", type=float, help="GPUs per scoring actor (default 1)")
+    parser.add_argument("--actors", type=int, help="scoring actors (default 1)")
+    parser.add_argument("--config", help="YAML job file (keys as in ScoreJobConfig)")
+    parser.add_argument("--max-pixels", type=int, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--block-size", type=int, help="inputs per part file (default 64)")
+    parser.add_argument("--limit", type=int, help="score only the first N inputs (sorted by id)")
+    parser.add_argument("--cpus-per-actor", type=float, help="logical CPUs per scoring actor (default 1)")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where actors score (default auto)")
+    parser.add_argument("--no-report", dest="report", action="store_const", const=False, help="skip the report")
+    parser.add_argument("--no-progress-bars", dest="progress_bars", action="store_const", const=False,
+                        help="only the summary line every few seconds")
+    parser.add_argument("--demo", action="store_true",
+                        help="score sample photos (from installed packages, plus degraded and broken copies) "
+                             "put into a local folder next to --out (default ./iqa-demo)")
+
+
+_OVERRIDES = ("src", "out", "model", "weights", "resolution", "dtype", "batch_size", "gpus_per_actor", "actors",
+              "max_pixels", "block_size", "limit", "cpus_per_actor", "device", "report", "progress_bars")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the job from parsed CLI arguments; 0 when it completed (bad inputs included), else non-zero."""
+    overrides = {key: getattr(args, key, None) for key in _OVERRIDES}
+    try:
+        if getattr(args, "demo", False):
+            from ray_jobs.score.demo import prepare_demo
+
+            overrides["src"], overrides["out"] = prepare_demo(overrides.get("src"), overrides.get("out"), _log)
+        config = build_config(args.config, **overrides)
+    except (ValueError, SourceError) as error:
+        print(f"iqa score: error: {redact(str(error))}", file=sys.stderr)
+        return 2
+    try:
+        run_job(config)
+    except SourceError as error:
+        print(f"iqa score: error: {redact(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iqa score: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # the job itself failed: one line, no traceback, no secrets
+        print(f"iqa score: error: job failed: {failure_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ray_jobs.score``: the same options as ``iqa score``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("score", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

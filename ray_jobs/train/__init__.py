@@ -1,0 +1,1 @@
+"""The one Ray Train harness (checkpoint, resume, faults, report, export) and the training recipes."""

@@ -1,0 +1,411 @@
+"""The score job: sources, config, stages, and whole runs on a real local Ray over a real (moto) S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageFilter
+
+from ray_jobs.io import filesystem_for, iter_part_columns, list_parts
+from ray_jobs.score import job as score
+from ray_jobs.score.config import ScoreJobConfig, build_config
+from ray_jobs.score.job import plan_blocks, run_job
+from ray_jobs.score.sources import SourceError, list_inputs
+from ray_jobs.score.stages import OUTPUT_SCHEMA, FetchError, fetch_and_decode_blocks, fetch_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "Sup3rSecretValue-do-not-print"
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def good_images(photos: list[Path], count: int, seed: int = 0) -> dict[str, bytes]:
+    """``count`` JPEGs of 96x64 crops of real photos, clean or degraded (one shape: batches fill up)."""
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(p).convert("RGB") for p in photos]
+    images: dict[str, bytes] = {}
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        left, top = int(rng.integers(0, photo.width - 192)), int(rng.integers(0, photo.height - 128))
+        crop = photo.crop((left, top, left + 192, top + 128)).resize((96, 64), Image.Resampling.LANCZOS)
+        kind = index % 4
+        if kind == 1:
+            crop = crop.filter(ImageFilter.GaussianBlur(2))
+        elif kind == 2:
+            noisy = np.asarray(crop, np.float32) + rng.normal(0, 25, (64, 96, 3))
+            crop = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        images[f"good/{index:04d}.jpg"] = encode(crop, "JPEG", quality=10 if kind == 3 else 90)
+    return images
+
+
+def special_objects(photo: Path) -> dict[str, tuple[bytes, str | None]]:
+    """Broken and unusual objects -> (bytes, expected reason code or None when it must be scored)."""
+    rgb = Image.open(photo).convert("RGB").resize((96, 64))
+    jpeg = encode(rgb, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: 96x64 stored -> 64x96 shown
+    gray16 = (np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    return {
+        "odd/zero-byte.jpg": (b"", "empty"),
+        "odd/truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "odd/notes.jpg": (b"this is a text file, not a photo\n" * 20, "not_an_image"),
+        "odd/bomb.png": (encode(Image.new("L", (2000, 2000)), "PNG"), "too_many_pixels"),
+        "odd/pixel.png": (encode(Image.new("RGB", (1, 1), (255, 0, 0)), "PNG"), "too_small"),
+        "odd/cmyk.jpg": (encode(rgb.convert("CMYK"), "JPEG"), None),
+        "odd/gray16.png": (encode(Image.fromarray(gray16), "PNG"), None),
+        "odd/gray.png": (encode(rgb.convert("L"), "PNG"), None),
+        "odd/alpha.png": (encode(rgb.convert("RGBA"), "PNG"), None),
+        "odd/exif-rotated.jpg": (encode(rgb, "JPEG", exif=exif), None),
+        "odd/animated.gif": (encode(rgb.convert("P"), "GIF", save_all=True, loop=0, duration=100,
+                                    append_images=[rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("P")]),
+                             None),
+    }
+
+
+def read_output(dst: str) -> pa.Table:
+    tables = list(iter_part_columns(dst, OUTPUT_SCHEMA.names))
+    return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
+
+
+def fast_config(**values) -> ScoreJobConfig:
+    """A config that keeps CPU scoring quick: short side 64, small blocks, no progress bars."""
+    defaults = {"resolution": "short:64", "block_size": 16, "batch_size": 16, "progress_bars": False,
+                "report": False, "progress_interval_s": 2.0}
+    return ScoreJobConfig(**{**defaults, **values})
+
+
+# ----------------------------------------------------------------------------------------- fast unit tests
+
+
+def test_plan_blocks_cut_the_same_blocks_on_resume():
+    ids = [f"img-{i:03d}" for i in range(10)]
+    inputs = pa.table({"id": ids, "uri": [f"/data/{i}.jpg" for i in ids]})
+    first = plan_blocks(inputs, set(), block_size=4)
+    keys = [t.column("block")[0].as_py() for t in first]
+    assert [len(t.column("ids")[0]) for t in first] == [4, 4, 2]
+    assert len(set(keys)) == 3 and all(len(k) == 20 for k in keys)
+    assert keys == [t.column("block")[0].as_py() for t in plan_blocks(inputs, set(), 4)]
+    done = set(ids[0:4]) | set(ids[8:10])  # blocks 0 and 2 were written before the driver died
+    resumed = plan_blocks(inputs, done, block_size=4)
+    assert [t.column("block")[0].as_py() for t in resumed] == [keys[1]]
+    assert resumed[0].column("ids")[0].as_py() == ids[4:8]
+
+
+def test_config_from_yaml_with_cli_overrides_and_clear_errors(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("src: s3://b/photos/\nout: s3://b/scores/\nactors: 3\nresolution: short:224\n"
+                   "faults: {sleep_per_block_s: 0.5}\n")
+    config = build_config(job, actors=5, dtype=None, weights="w.pth")
+    assert (config.src, config.actors, config.short_side, config.dtype) == ("s3://b/photos/", 5, 224, "fp32")
+    assert config.weights == os.path.abspath("w.pth")  # workers run elsewhere: local paths made absolute
+    assert config.faults.sleep_per_block_s == 0.5
+    job.write_text("src: a\nout: b\nactorz: 3\n")
+    with pytest.raises(ValueError, match=r"job.yaml.*actorz: Extra inputs are not permitted"):
+        build_config(job)
+    with pytest.raises(ValueError, match=r"resolution=.short:16.: N must be >= 32"):
+        build_config(src="a", out="b", resolution="short:16")
+    with pytest.raises(ValueError, match=r"src: Field required"):
+        build_config(out="b")
+
+
+def test_default_pixel_limit_matches_the_decoder():
+    from iqa_plugin.data.images import DEFAULT_MAX_PIXELS
+
+    assert ScoreJobConfig(src="a", out="b").max_pixels == DEFAULT_MAX_PIXELS
+
+
+def test_folder_listing_ids_are_relative_and_skip_hidden_and_job_files(tmp_path):
+    for name in ("b.jpg", "a/x.png", ".hidden.jpg", "_job.json", "a/.cache/y.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    table = list_inputs(str(tmp_path))
+    assert table.column("id").to_pylist() == ["a/x.png", "b.jpg"]
+    assert table.column("uri").to_pylist() == [str(tmp_path / "a/x.png"), str(tmp_path / "b.jpg")]
+    assert list_inputs(str(tmp_path), limit=1).num_rows == 1
+    (tmp_path / "a" / "scores").mkdir()
+    (tmp_path / "a" / "scores" / "part-0.parquet").write_bytes(b"x")  # the job's own output inside SRC
+    assert list_inputs(str(tmp_path), exclude=str(tmp_path / "a" / "scores")).num_rows == 2
+    with pytest.raises(SourceError, match="not found"):
+        list_inputs(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no input found"):
+        list_inputs(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_manifests_with_and_without_ids(tmp_path, fmt):
+    (tmp_path / "imgs").mkdir()
+    rows = [{"id": "k2", "uri": "imgs/2.jpg"}, {"id": "k1", "uri": str(tmp_path / "imgs/1.jpg")},
+            {"id": "k3", "uri": "s3://bucket/3.jpg"}]
+    path = tmp_path / f"manifest.{fmt}"
+
+    def write(records):
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(records), path)
+        elif fmt == "csv":
+            keys = list(records[0])
+            path.write_text(",".join(keys) + "\n" + "".join(",".join(r[k] for k in keys) + "\n" for r in records))
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    write(rows)
+    table = list_inputs(str(path))
+    assert table.column("id").to_pylist() == ["k1", "k2", "k3"]
+    assert table.column("uri").to_pylist() == [str(tmp_path / "imgs/1.jpg"), str(tmp_path / "imgs/2.jpg"),
+                                               "s3://bucket/3.jpg"]
+    write([{"uri": r["uri"]} for r in rows])  # no ids: the URI as written is the id
+    assert sorted(list_inputs(str(path)).column("id").to_pylist()) == sorted(r["uri"] for r in rows)
+    write(rows + [{"id": "k1", "uri": "imgs/9.jpg"}])
+    with pytest.raises(ValueError, match=r"1 ids occur more than once.*k1"):
+        list_inputs(str(path))
+    write([{"id": "k1", "file": "a.jpg"}])
+    with pytest.raises(ValueError, match=r"expected a URI column named one of \['uri', 'path', 'url'\]"):
+        list_inputs(str(path))
+
+
+def test_s3_prefix_listing_and_missing_bucket(s3):
+    s3.mkdir("listing")
+    for name in ("p/1.jpg", "p/sub/2.png", "other/3.jpg"):
+        s3.pipe(f"listing/{name}", b"data")
+    table = list_inputs("s3://listing/p/")
+    assert table.column("id").to_pylist() == ["1.jpg", "sub/2.png"]
+    assert table.column("uri").to_pylist() == ["s3://listing/p/1.jpg", "s3://listing/p/sub/2.png"]
+    with pytest.raises(SourceError, match="not found"):
+        list_inputs("s3://no-such-bucket/p/")
+
+
+
+def test_fetch_retries_transient_errors_and_reports_missing(tmp_path):
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    calls: dict[str, int] = {}
+
+    class Flaky(LocalFileSystem):
+        protocol = ("flaky",)
+
+        def cat_file(self, path, start=None, end=None, **kwargs):
+            calls[path] = calls.get(path, 0) + 1
+            if calls[path] <= 2:
+                raise ConnectionResetError("connection reset by peer (simulated throttling)")
+            return super().cat_file(path, start, end, **kwargs)
+
+    fsspec.register_implementation("flaky", Flaky, clobber=True)
+    (tmp_path / "a.bin").write_bytes(b"payload")
+    sleeps: list[float] = []
+    assert fetch_bytes(f"flaky://{tmp_path}/a.bin", retries=3, sleep=sleeps.append) == b"payload"
+    assert sleeps == [0.2, 0.4]
+    with pytest.raises(FetchError) as failed:
+        fetch_bytes(f"flaky://{tmp_path}/b.bin", retries=1, sleep=sleeps.append)
+    assert failed.value.reason == "fetch_error"
+    with pytest.raises(FetchError) as missing:
+        fetch_bytes(str(tmp_path / "gone.jpg"))
+    assert missing.value.reason == "missing"
+
+
+def test_decode_stage_gives_one_reason_per_broken_input(tmp_path, photos):
+    specials = special_objects(photos[0])
+    uris = []
+    for name, (data, _) in specials.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+        uris.append(str(tmp_path / name))
+    uris.append(str(tmp_path / "odd/never-written.jpg"))
+    block = pa.table({"block": ["k"], "ids": [list(specials) + ["gone"]], "uris": [uris]})
+    out = fetch_and_decode_blocks(block, max_pixels=1_000_000, min_side=32, short_side=64, retries=0, threads=4)
+    row = out.to_pylist()[0]
+    assert row["error"] == [reason for _, reason in specials.values()] + ["missing"]
+    by_name = dict(zip(row["ids"], zip(row["width"], row["height"], row["shape"], row["dtype"], strict=True),
+                       strict=True))
+    assert by_name["odd/exif-rotated.jpg"][:3] == (64, 96, [96, 64, 3])  # rotated, then short side 64
+    assert by_name["odd/gray16.png"][3] == "uint16"
+    assert row["bytes"][-1] is None and row["bytes"][0] == 0
+
+
+def test_resume_into_an_output_of_another_model_is_refused(tmp_path):
+    from ray_jobs.io import write_parquet_part
+    from ray_jobs.score.stages import block_output_table
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(b"x")
+    write_parquet_part(block_output_table({
+        "ids": ["a.jpg"], "uris": ["/a.jpg"], "bytes": [1], "width": [40], "height": [40], "model": "other",
+        "weights_sha256": None, "score": [0.5], "error": [None]}), str(tmp_path / "out"), "k")
+    with pytest.raises(SourceError, match="holds scores of model 'other', not 'qualiclip'"):
+        run_job(ScoreJobConfig(src=str(tmp_path / "src"), out=str(tmp_path / "out")), log=lambda line: None)
+
+
+def test_failure_line_names_the_root_cause_in_one_line(monkeypatch):
+    from ray_jobs.score.job import failure_line
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+
+    class ActorDiedError(RuntimeError):
+        pass
+
+    error = ActorDiedError("The actor died in its creation task, \x1b[36mray::MapWorker\x1b[39m (pid=1)\n"
+                           "Traceback (most recent call last):\n  File 'x.py', line 1\n"
+                           f"ValueError: model='nope' is not a metric of iqa_plugin (key {SECRET})")
+    line = failure_line(error)
+    assert line == "ActorDiedError: ValueError: model='nope' is not a metric of iqa_plugin (key ***)"
+
+
+# ------------------------------------------------------------------------------------- fail fast (CLI)
+
+
+def _cli(args: list[str], env_extra: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "ray_jobs.score", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_cli_missing_bucket_fails_fast_without_secrets(s3, tmp_path):
+    result = _cli(["s3://no-such-bucket/photos/", "--out", str(tmp_path / "out")],
+                  {"AWS_SECRET_ACCESS_KEY": SECRET})
+    assert result.returncode == 2
+    assert "s3://no-such-bucket/photos/: not found" in result.stderr
+    assert "Traceback" not in result.stderr and "ray:" not in result.stdout  # failed before Ray started
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_cli_offline_without_weights_fails_before_ray(tmp_path, photos):
+    """The README's first command on a machine without the weights: one clear error, exit 2, no Ray."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photos[2].read_bytes())
+    result = _cli([str(src), "--out", str(tmp_path / "out")],
+                  {"IQA_PLUGIN_OFFLINE": "1", "IQA_PLUGIN_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "QualiCLIP.pth" in result.stderr and "IQA_PLUGIN_OFFLINE" in result.stderr
+    assert str(tmp_path / "cache") in result.stderr  # the path it expected the file at
+    assert "Traceback" not in result.stderr and "ray:" not in result.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*.parquet"))
+
+
+_AUTH_SERVER = """
+import logging, os, sys
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"ENDPOINT http://{host}:{port}", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_cli_wrong_credentials_fail_fast_without_secrets(tmp_path):
+    server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        line = ""
+        while not line.startswith("ENDPOINT"):
+            line = server.stdout.readline()
+            assert line, "the authenticating S3 server did not start"
+        endpoint = line.split()[1]
+        result = _cli(["s3://photos/in/", "--out", "s3://photos/out/"],
+                      {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY",
+                       "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"})
+    finally:
+        server.kill()
+        server.wait()
+    assert result.returncode == 2
+    assert "access denied: check the credentials" in result.stderr
+    assert "Traceback" not in result.stderr and "ray:" not in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------- whole jobs on local Ray
+
+
+@pytest.mark.slow
+def test_s3_collection_with_broken_objects_every_input_exactly_once(s3, ray_local, fabricated, photos):
+    s3.mkdir("photos")
+    s3.mkdir("scores")
+    expected: dict[str, str | None] = {}
+    for name, data in good_images(photos, 192).items():
+        s3.pipe(f"photos/in/{name}", data)
+        expected[name] = None
+    for name, (data, reason) in special_objects(photos[1]).items():
+        s3.pipe(f"photos/in/{name}", data)
+        expected[name] = reason
+    manifest = [{"id": name, "uri": f"in/{name}"} for name in expected]
+    manifest.append({"id": "odd/deleted.jpg", "uri": "s3://photos/in/odd/deleted.jpg"})
+    expected["odd/deleted.jpg"] = "missing"
+    s3.pipe("photos/manifest.jsonl", "".join(json.dumps(r) + "\n" for r in manifest).encode())
+    assert len(expected) >= 200
+
+    logs: list[str] = []
+    config = fast_config(src="s3://photos/manifest.jsonl", out="s3://scores/run/", weights=str(fabricated["qualiclip"]),
+                         max_pixels=1_000_000, block_size=32, report=True)
+    record = run_job(config, log=logs.append)
+
+    table = read_output("s3://scores/run/")
+    assert table.schema.equals(OUTPUT_SCHEMA, check_metadata=False)
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(expected) and set(ids) == set(expected)  # every input once, no duplicates
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert {i: rows[i]["error"] for i in expected} == expected
+    for i, row in rows.items():
+        if row["error"] is None:
+            assert 0.0 <= row["score"] <= 1.0 and row["bytes"] > 0, i
+        else:
+            assert row["score"] is None and row["width"] is None, i
+    assert (rows["odd/exif-rotated.jpg"]["width"], rows["odd/exif-rotated.jpg"]["height"]) == (64, 96)
+    assert rows["odd/deleted.jpg"]["bytes"] is None and rows["odd/zero-byte.jpg"]["bytes"] == 0
+    assert {row["model"] for row in rows.values()} == {"qualiclip"}
+    sha = record["weights_sha256"]
+    assert len(sha) == 64 and {row["weights_sha256"] for row in rows.values()} == {sha}
+    parts = list_parts("s3://scores/run/")
+    assert len(parts) == math.ceil(len(expected) / 32)
+
+    fs, path = filesystem_for("s3://scores/run/_job.json")
+    job = json.loads(fs.cat_file(path))
+    assert job["n_inputs"] == len(expected) == record["n_inputs"]
+    assert job["n_scored"] == sum(1 for r in expected.values() if r is None)
+    assert job["errors_by_reason"] == {"empty": 1, "missing": 1, "not_an_image": 1, "too_many_pixels": 1,
+                                       "too_small": 1, "truncated": 1}
+    assert job["images_per_s"] > 0 and job["config"]["block_size"] == 32
+    assert any(line.startswith("done: 204 inputs -> 204 rows") for line in logs), logs
+    assert SECRET not in json.dumps(job)
+    assert record["report"] == "s3://scores/run/report.html" and s3.exists("scores/run/report.html")
+
+    again: list[str] = []
+    run_job(config.model_copy(update={"report": False}), log=again.append)
+    assert "scoring 0 inputs" in " ".join(again) and len(list_parts("s3://scores/run/")) == len(parts)
+
+
+@pytest.mark.slow
+def test_demo_command_scores_sample_photos_in_a_local_folder(tmp_path, ray_local, fabricated, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = score.main(["--demo", "--weights", str(fabricated["qualiclip"]), "--resolution", "short:64",
+                       "--no-progress-bars", "--no-report", "--block-size", "20"])
+    output, errors_text = capsys.readouterr()
+    assert code == 0, output + errors_text
+    photos_dir, out = tmp_path / "iqa-demo" / "photos", str(tmp_path / "iqa-demo" / "scores")
+    n_files = len(list(photos_dir.iterdir()))
+    assert f"done: {n_files} inputs -> {n_files} rows in {out} (scored {n_files - 3}; errors 3" in output
+    assert f"parquet: {out}/part-*.parquet" in output
+    table = read_output(out)
+    errors = dict(zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True))
+    assert len(errors) == n_files
+    assert (errors["broken-empty.jpg"], errors["broken-truncated.jpg"], errors["broken-notes.txt"]) == (
+        "empty", "truncated", "not_an_image")
+    assert sum(e is None for e in errors.values()) == n_files - 3
