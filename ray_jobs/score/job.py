@@ -126,7 +126,7 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
-    ds = ray.data.from_arrow(blocks)
+    ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
         fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
