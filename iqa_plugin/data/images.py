@@ -427,13 +427,14 @@ def _check_values(x: torch.Tensor, name: str, *, unit_range: bool = True) -> Non
         raise _fail(BAD_VALUES, name, f"values in [{lo:.6g}, {hi:.6g}]", "floats in [0, 1]", fix)
 
 
-def validate_batch(x: torch.Tensor, *, name: str = "input", min_side: int = MIN_SIDE) -> torch.Tensor:
+def validate_batch(x: torch.Tensor, *, name: str = "input", min_side: int = MIN_SIDE,
+                   unit_range: bool = True) -> torch.Tensor:
     """Check a float image batch for a network and return it as [B, 3, H, W] (autograd-safe, no copy
     unless gray is replicated): [C, H, W] gains a batch dim, 1 channel becomes 3, RGBA drops alpha.
 
-    Values are nominally in [0, 1], but finite values outside are accepted, as pyiqa's metrics accept
-    them on the loss path (a generator that overshoots, ``torch.randn`` in pyiqa's own tests); NaN and
-    inf are ``bad_values``. The scoring front doors (:func:`load_image`) still require [0, 1].
+    NaN and inf are always ``bad_values``; values outside [0, 1] too unless ``unit_range=False``, which
+    the networks use: pyiqa's metrics accept such input on the loss path (a generator that overshoots,
+    ``torch.randn`` in pyiqa's own tests).
 
     Raises :class:`ImageInputError` (``bad_shape``, ``bad_values``, ``too_small``, ``unsupported_type``).
     """
@@ -456,7 +457,7 @@ def validate_batch(x: torch.Tensor, *, name: str = "input", min_side: int = MIN_
     if min(height, width) < min_side:
         raise _fail(TOO_SMALL, name, f"{width}x{height} pixels (W x H)", f"both sides >= {min_side} px",
                     "upsample (torch.nn.functional.interpolate) or skip the image")
-    _check_values(x, name, unit_range=False)
+    _check_values(x, name, unit_range=unit_range)
     return _to_three_channels(x)
 
 
