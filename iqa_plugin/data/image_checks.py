@@ -6,24 +6,14 @@ ones an image input can fail with.
 
 from __future__ import annotations
 
-from iqa_plugin.data.reasons import (  # noqa: F401  (re-exported)
-    BAD_SHAPE,
-    BAD_VALUES,
-    DECODE_ERROR,
-    EMPTY,
-    MISSING,
-    NOT_AN_IMAGE,
-    REASONS,
-    TOO_MANY_PIXELS,
-    TOO_SMALL,
-    TRUNCATED,
-    UNSUPPORTED_TYPE,
-)
+from iqa_plugin.data import reasons
+from iqa_plugin.data.reasons import TOO_MANY_PIXELS, TOO_SMALL, UNSUPPORTED_TYPE
 
-#: The reason codes an :class:`ImageInputError` carries (a subset of :data:`REASONS`).
+#: The reason codes an :class:`ImageInputError` carries (a subset of :data:`reasons.REASONS`).
 IMAGE_REASONS: frozenset[str] = frozenset(
-    {EMPTY, NOT_AN_IMAGE, TRUNCATED, TOO_MANY_PIXELS, TOO_SMALL, MISSING, BAD_VALUES, BAD_SHAPE, UNSUPPORTED_TYPE,
-     DECODE_ERROR}
+    getattr(reasons, name)
+    for name in ("EMPTY", "NOT_AN_IMAGE", "TRUNCATED", "TOO_MANY_PIXELS", "TOO_SMALL", "MISSING", "BAD_VALUES",
+                 "BAD_SHAPE", "UNSUPPORTED_TYPE", "DECODE_ERROR")
 )
 
 MIN_SIDE = 32

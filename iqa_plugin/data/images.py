@@ -34,24 +34,24 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from iqa_plugin.data.image_checks import (  # noqa: F401  (re-exported: callers import them from here)
-    BAD_SHAPE,
-    BAD_VALUES,
-    DECODE_ERROR,
     DEFAULT_MAX_PIXELS,
-    EMPTY,
     IMAGE_REASONS,
     MIN_SIDE,
-    MISSING,
-    NOT_AN_IMAGE,
-    REASONS,
-    TOO_MANY_PIXELS,
-    TOO_SMALL,
-    TRUNCATED,
-    UNSUPPORTED_TYPE,
     ImageInputError,
     UnsupportedImageTypeError,
     check_size,
     fail,
+)
+from iqa_plugin.data.reasons import (  # noqa: F401  (REASONS re-exported)
+    BAD_VALUES,
+    DECODE_ERROR,
+    EMPTY,
+    MISSING,
+    NOT_AN_IMAGE,
+    REASONS,
+    TOO_MANY_PIXELS,
+    TRUNCATED,
+    UNSUPPORTED_TYPE,
 )
 from iqa_plugin.data.tensors import (  # noqa: F401  (re-exported: callers import them from here)
     array_to_tensor,
@@ -151,8 +151,8 @@ def decode_image_array(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             except ImageInputError as error:
                 if error.reason == TRUNCATED:
                     raise
-                # libjpeg-turbo refused it for another reason (torchvision is strict about stray bytes
-                # that PIL tolerates): PIL decides below
+                # libjpeg-turbo refused it for another reason (a variant torchvision's wrapper does not
+                # take): PIL decides below, as it did for every JPEG before
         if im.format == "PNG" and not png_is_complete(data):
             raise _truncated(source, f"{len(data):,} bytes that end before the image data does")
         wide = png_wide_rawmode(im)

@@ -10,14 +10,8 @@ import math
 import numpy as np
 import torch
 
-from iqa_plugin.data.image_checks import (
-    BAD_SHAPE,
-    BAD_VALUES,
-    MIN_SIDE,
-    TOO_SMALL,
-    UNSUPPORTED_TYPE,
-    fail,
-)
+from iqa_plugin.data.image_checks import MIN_SIDE, fail
+from iqa_plugin.data.reasons import BAD_SHAPE, BAD_VALUES, TOO_SMALL, UNSUPPORTED_TYPE
 
 _TOLERANCE = 1e-6
 
