@@ -240,7 +240,7 @@ def check_weights(config: ScoreJobConfig, log: Log) -> str:
         try:
             path = resolve_card_weights(card, role=role, override=override)
         except (WeightsError, ValueError, FileNotFoundError) as error:
-            raise SourceError(f"{what}: {str(error).splitlines()[0]}") from None
+            raise SourceError(f"{what}: {error}") from None
         try:
             load_state_dict(path, key=entry.key)
         except Exception as error:  # noqa: BLE001 - whatever the unpickler says, it is not a checkpoint

@@ -92,7 +92,7 @@ def test_selection_keeps_exact_ids_in_rank_order(local_scores, option, expected)
     dst, _ = local_scores
     result = curate(dst, **option)
     assert (result.n_rows, result.n_scored, result.n_errors, result.n_kept) == (15, 12, 3, len(expected))
-    assert result.out == str(Path(dst) / "curated" / "kept.parquet")
+    assert result.out == str(Path(dst)) + "-curated/kept.parquet"  # beside the scores, never inside
     kept = pq.read_table(result.out)
     assert kept["id"].to_pylist() == expected
     assert kept["rank"].to_pylist() == list(range(1, len(expected) + 1))
@@ -143,12 +143,12 @@ def test_copy_between_s3_and_local(photos, tmp_path, s3):
 
     to_s3 = curate("s3://src/scores/", top_k=4, copy_to="s3://clean/best/")
     assert (to_s3.copied, to_s3.skipped, to_s3.n_kept) == (4, 0, 4)
-    assert to_s3.out == "s3://src/scores/curated/kept.parquet"
+    assert to_s3.out == "s3://src/scores-curated/kept.parquet"
     s3.invalidate_cache()
     assert sorted(s3.find("clean/best")) == sorted(
         f"clean/best/{paths[i].relative_to(tmp_path / 'photos').as_posix()}" for i in RANKED[:4])
     assert s3.cat_file(f"clean/best/cat1/{paths['img07'].name}") == paths["img07"].read_bytes()
-    with s3.open("src/scores/curated/kept.parquet", "rb") as handle:
+    with s3.open("src/scores-curated/kept.parquet", "rb") as handle:
         assert pq.read_table(handle)["id"].to_pylist() == RANKED[:4]
     rerun = curate("s3://src/scores/", top_k=4, copy_to="s3://clean/best/")
     assert (rerun.copied, rerun.skipped) == (0, 4)
