@@ -33,6 +33,31 @@ def meta_uri(dst: str, *names: str) -> str:
     return join_uri(dst, META_DIR, *names)
 
 
+def find_files(fs: Any, root: str, where: str) -> list[str]:
+    """Every file under ``root`` (sorted paths), failing when a part of the tree cannot be listed.
+
+    fsspec's ``find`` skips a local folder it may not read without a word; here that is an error. On an
+    object store the listing is one flat request that fails as a whole.
+
+    Raises:
+        UserError: a folder under ``root`` cannot be listed (names it and says what to do).
+    """
+    from ray_jobs.errors import UserError
+
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if not {"file", "local"} & set(protocols):
+        return sorted(fs.find(root))
+    unreadable: list[OSError] = []
+    found = fs.find(root, on_error=unreadable.append)
+    if unreadable:
+        first = unreadable[0]
+        folder = getattr(first, "filename", None) or str(first)
+        raise UserError(f"{where}: {len(unreadable)} folder(s) cannot be listed, e.g. {folder} "
+                        f"({type(first).__name__}: {first.strerror or first}); fix their permissions or point "
+                        f"{where} at a folder the job can read (nothing is skipped silently)")
+    return sorted(found)
+
+
 def part_name(block_key: str) -> str:
     """File name of the Parquet part holding one block: ``part-<block key>.parquet``."""
     return f"{PART_PREFIX}{block_key}{PART_SUFFIX}"

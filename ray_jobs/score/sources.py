@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs.errors import UserError
+from ray_jobs.io import find_files
 from ray_jobs.runtime import filesystem_for, full_uri, protocol_of, redact
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
@@ -117,21 +118,14 @@ def _list_prefix(src: str, exclude: str | None = None) -> Listing:
         raise SourceError(f"{src} is a single file; SRC must be a folder, a prefix or a manifest "
                           f"({', '.join(MANIFEST_SUFFIXES)})")
     root = root.rstrip("/")
-    unreadable: list[OSError] = []
-    if protocol_of(src) in ("s3", "s3a"):
-        found = fs.find(root)  # one flat listing: an error fails it as a whole
-    else:
-        found = fs.find(root, on_error=unreadable.append)
-    if unreadable:
-        first = unreadable[0]
-        where = getattr(first, "filename", None) or str(first)
-        raise SourceError(f"{src}: {len(unreadable)} folder(s) cannot be listed, e.g. {where} "
-                          f"({type(first).__name__}: {first.strerror or first}); fix their permissions or point "
-                          "SRC at a folder the job can read (nothing is skipped silently)")
+    try:
+        found = find_files(fs, root, src)
+    except UserError as error:
+        raise SourceError(str(error)) from None
     ids: list[str] = []
     uris: list[str] = []
     excluded = {"hidden": 0, "output": 0}
-    for path in sorted(found):
+    for path in found:
         if skip and (path + "/").startswith(skip):
             excluded["output"] += 1  # the job's own output folder inside SRC
             continue
