@@ -36,8 +36,9 @@ def meta_uri(dst: str, *names: str) -> str:
 def find_files(fs: Any, root: str, where: str) -> list[str]:
     """Every file under ``root`` (sorted paths), failing when a part of the tree cannot be listed.
 
-    fsspec's ``find`` skips a local folder it may not read without a word; here that is an error. On an
-    object store the listing is one flat request that fails as a whole.
+    fsspec's ``find`` skips a folder it may not read without a word (its ``walk`` drops ``on_error``
+    below the top level); here that is an error. On an object store the listing is one flat request that
+    fails as a whole.
 
     Raises:
         UserError: a folder under ``root`` cannot be listed (names it and says what to do).
@@ -45,10 +46,26 @@ def find_files(fs: Any, root: str, where: str) -> list[str]:
     from ray_jobs.errors import UserError
 
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if not {"file", "local"} & set(protocols):
+    if {"s3", "s3a"} & set(protocols):
         return sorted(fs.find(root))
+    found: list[str] = []
     unreadable: list[OSError] = []
-    found = fs.find(root, on_error=unreadable.append)
+    pending = [root.rstrip("/")]
+    while pending:
+        folder = pending.pop()
+        try:
+            listing = fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            continue  # removed while listing
+        except OSError as error:
+            unreadable.append(error)
+            continue
+        for info in listing:
+            name = str(info["name"]).rstrip("/")
+            if info["type"] == "directory" and name != folder:
+                pending.append(name)
+            elif info["type"] != "directory":
+                found.append(name)
     if unreadable:
         first = unreadable[0]
         folder = getattr(first, "filename", None) or str(first)

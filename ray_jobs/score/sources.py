@@ -232,7 +232,9 @@ def check_destination(dst: str, src: str | None = None) -> None:
     except SourceError:
         raise
     except Exception as error:
-        local = protocol_of(dst) == "file"
+        from fsspec.implementations.local import LocalFileSystem
+
+        local = isinstance(fs, LocalFileSystem)
         if isinstance(error, PermissionError) or (isinstance(error, OSError) and error.errno == 30):
             how = "check the folder's permissions" if local else "check the credentials' write permission"
             raise SourceError(f"--out {dst} is not writable ({type(error).__name__}: "

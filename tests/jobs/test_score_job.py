@@ -23,7 +23,7 @@ from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.job import plan_blocks, run_job, stage_arguments
 from ray_jobs.score.sources import SourceError, list_inputs, list_source
 from ray_jobs.score.stages import OUTPUT_SCHEMA, FetchError, fetch_and_decode_blocks, fetch_bytes
-from tests.helpers import encode, fast_config, good_images, read_output
+from tests.helpers import authenticating_s3, encode, fast_config, good_images, read_output
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3rSecretValue-do-not-print"
@@ -292,35 +292,12 @@ def test_cli_offline_without_weights_fails_before_ray(tmp_path, photos):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*.parquet"))
 
 
-_AUTH_SERVER = """
-import logging, os, sys
-os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-host, port = server.get_host_and_port()
-print(f"ENDPOINT http://{host}:{port}", flush=True)
-sys.stdin.read()
-"""
-
-
 @pytest.mark.slow
 def test_cli_wrong_credentials_fail_fast_without_secrets(tmp_path):
-    server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        line = ""
-        while not line.startswith("ENDPOINT"):
-            line = server.stdout.readline()
-            assert line, "the authenticating S3 server did not start"
-        endpoint = line.split()[1]
+    with authenticating_s3() as endpoint:
         result = _cli(["s3://photos/in/", "--out", "s3://photos/out/"],
                       {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY",
                        "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"})
-    finally:
-        server.kill()
-        server.wait()
     assert result.returncode == 2
     assert "access denied: check the credentials" in result.stderr
     assert "Traceback" not in result.stderr and "ray:" not in result.stdout
