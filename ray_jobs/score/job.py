@@ -64,7 +64,7 @@ from ray_jobs.score.output import (
     scan_output,
     write_identity,
 )
-from ray_jobs.score.sources import Listing, SourceError, check_destination, list_source
+from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
 
 Log = Callable[[str], None]
 
@@ -289,6 +289,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
+    check_not_source(config.src, config.out)
     listing = list_source(config.src, exclude=config.out)
     excluded = listing.excluded_text()
     log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))

@@ -204,6 +204,14 @@ def _resolve(uri: str, fs, base_dir: str, src: str) -> str:
     return full_uri(fs, posixpath.join(base_dir, uri))
 
 
+def check_not_source(src: str, dst: str) -> None:
+    """Refuse ``--out`` equal to the source folder (the listing would take the scores for inputs)."""
+    if not is_manifest(src) and protocol_of(src) == protocol_of(dst) \
+            and filesystem_for(src)[1].rstrip("/") == filesystem_for(dst)[1].rstrip("/"):
+        raise SourceError(f"--out {dst} is the source folder itself: the scores would be mixed with the images; "
+                          "give an --out outside SRC (or a subfolder of it, which the listing skips)")
+
+
 def check_destination(dst: str, src: str | None = None) -> None:
     """Fail fast when ``dst`` cannot hold a job's output: it is the source itself, a file, a missing
     bucket, or not writable (read-only folder, wrong credentials). Writes (and removes) one probe file
@@ -212,10 +220,8 @@ def check_destination(dst: str, src: str | None = None) -> None:
 
     fs, root = filesystem_for(dst)
     root = root.rstrip("/")
-    if src is not None and not is_manifest(src) and protocol_of(src) == protocol_of(dst) \
-            and filesystem_for(src)[1].rstrip("/") == root:
-        raise SourceError(f"--out {dst} is the source folder itself: the scores would be mixed with the images; "
-                          "give an --out outside SRC (or a subfolder of it, which the listing skips)")
+    if src is not None:
+        check_not_source(src, dst)
     try:
         fs.invalidate_cache()
         if protocol_of(dst) != "file":

@@ -250,10 +250,9 @@ def run_shards_job(
         progress(f"iqa shards: removed {removed} shard(s) of an earlier, longer listing")
     if not any(m["rows"] for m in markers):
         reasons = Counter(entry["reason"] for m in markers for entry in m["skipped"])
-        example = next((entry.get("detail", "") for m in markers for entry in m["skipped"]), "")
         raise UserError(
             f"no sample from the {len(images)} images of {config.source!r}: every image was skipped "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}; e.g. {example.splitlines()[0][:160]}); "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}, see {DONE_DIR}/ for each image); "
             f"lower --{'crop' if config.kind == 'qualiclip' else 'hr-size'} below the images' shorter side "
             "or give larger pristine images")
     manifest = _manifest(config, markers, images_listed=len(images), files_ignored=ignored)

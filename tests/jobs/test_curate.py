@@ -239,3 +239,48 @@ def test_only_error_rows_keeps_nothing(tmp_path):
     result = curate(str(tmp_path / "scores"), top_percent=100, copy_to=str(tmp_path / "clean"))
     assert (result.n_scored, result.n_errors, result.n_kept, result.copied) == (0, 3, 0, 0)
     assert pq.read_table(result.out).num_rows == 0
+
+
+GLOB_NAMES = ["a[1].jpg", "b*.jpg", "c?.jpg", "[x]/d.jpg"]
+
+
+def _glob_named_scores(fs, photos: list[Path], src: str, dst: str, tmp_path: Path) -> dict[str, bytes]:
+    """Score rows for files whose names hold fsspec glob characters; returns name -> bytes."""
+    data = {name: photos[i % len(photos)].read_bytes() for i, name in enumerate(GLOB_NAMES)}
+    rows = []
+    for i, (name, payload) in enumerate(data.items()):
+        fs.pipe_file(f"{src}/{name}", payload)
+        uri = f"s3://{src}/{name}" if fs.protocol[0] == "s3" else f"{src}/{name}"
+        rows.append(dict(id=name, uri=uri, bytes=len(payload), width=64, height=48, model="qualiclip",
+                         weights_sha256="ab" * 32, score=0.9 - i / 10, error=None))
+    rows.append(dict(id="plain.jpg", uri=f"{rows[0]['uri'].rsplit('/', 1)[0]}/plain.jpg", bytes=1, width=64,
+                     height=48, model="qualiclip", weights_sha256="ab" * 32, score=0.01, error=None))
+    _write(fs, dst, rows)
+    return data
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_copy_names_with_glob_characters_land_once_at_their_key(photos, tmp_path, store, request):
+    if store == "s3":
+        fs = request.getfixturevalue("s3")
+        fs.mkdir("src")
+        src, dst, to = "src/photos", "src/scores", "s3://src/clean"
+        there = lambda name: fs.cat_file(f"src/clean/{name}")  # noqa: E731
+        listing = lambda: sorted(p.removeprefix("src/clean/") for p in fs.find("src/clean"))  # noqa: E731
+        scores = "s3://src/scores"
+    else:
+        fs = LocalFileSystem(auto_mkdir=True)
+        src, dst, to = str(tmp_path / "photos"), str(tmp_path / "scores"), str(tmp_path / "clean")
+        there = lambda name: (tmp_path / "clean" / name).read_bytes()  # noqa: E731
+        listing = lambda: sorted(p.relative_to(tmp_path / "clean").as_posix()  # noqa: E731
+                                 for p in (tmp_path / "clean").rglob("*") if p.is_file())
+        scores = dst
+    data = _glob_named_scores(fs, photos, src, dst, tmp_path)
+    first = curate(scores, top_k=len(GLOB_NAMES), copy_to=to)
+    assert (first.copied, first.skipped, first.failed) == (len(GLOB_NAMES), 0, 0), first.failures
+    if store == "s3":
+        fs.invalidate_cache()
+    assert listing() == sorted(GLOB_NAMES)  # each at its own key, nothing else written
+    assert all(there(name) == payload for name, payload in data.items())
+    again = curate(scores, top_k=len(GLOB_NAMES), copy_to=to)
+    assert (again.copied, again.skipped, again.failed) == (0, len(GLOB_NAMES), 0)
