@@ -33,8 +33,11 @@ def meta_uri(dst: str, *names: str) -> str:
     return join_uri(dst, META_DIR, *names)
 
 
-def find_files(fs: Any, root: str, where: str) -> list[str]:
-    """Every file under ``root`` (sorted paths), failing when a part of the tree cannot be listed.
+def find_files(fs: Any, root: str, where: str, special: list[str] | None = None) -> list[str]:
+    """Every regular file under ``root`` (sorted paths), failing when a part of the tree cannot be listed.
+
+    Entries that are neither files nor folders (FIFOs, sockets, devices: reading them can block forever)
+    are not returned; they are appended to ``special`` when given, so that callers count them.
 
     fsspec's ``find`` skips a folder it may not read without a word (its ``walk`` drops ``on_error``
     below the top level); here that is an error. On an object store the listing is one flat request that
@@ -64,8 +67,10 @@ def find_files(fs: Any, root: str, where: str) -> list[str]:
             name = str(info["name"]).rstrip("/")
             if info["type"] == "directory" and name != folder:
                 pending.append(name)
-            elif info["type"] != "directory":
+            elif info["type"] == "file":
                 found.append(name)
+            elif info["type"] != "directory" and special is not None:
+                special.append(name)
     if unreadable:
         first = unreadable[0]
         folder = getattr(first, "filename", None) or str(first)

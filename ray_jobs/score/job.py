@@ -38,7 +38,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
@@ -65,6 +64,7 @@ from ray_jobs.score.output import (
     write_identity,
 )
 from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
 
@@ -214,43 +214,6 @@ def _write_report(out: str, log: Log) -> str | None:
         return None
     log(f"report: {path}")
     return path
-
-
-def check_weights(config: ScoreJobConfig, log: Log) -> str:
-    """Resolve (download, verify) and open the model's weights in the driver before Ray starts; return
-    the sha256 of the ``model`` weights (what every output row records).
-
-    Missing or unreachable weights, and a file that is not a checkpoint, fail here at once with one line
-    instead of inside an actor. On one machine the actors then find them in the shared cache. This
-    imports torch (the driver's memory: see ``bench/bench_score_job.py``).
-    """
-    from iqa_plugin.hub.cards import get_card
-    from iqa_plugin.hub.weights import WeightsError, load_state_dict, resolve_card_weights, sha256_file
-
-    if config.weights and "://" not in config.weights and not os.path.isfile(config.weights):
-        raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
-    try:
-        card = get_card(config.model)
-    except (ValueError, KeyError) as error:
-        raise SourceError(f"--model {config.model}: {str(error).splitlines()[0]}") from None
-    sha = None
-    for role, entry in card.weights.items():
-        override = config.weights if role == "model" else None
-        what = f"--weights {override}" if override else f"--model {config.model} ({role} weights)"
-        try:
-            path = resolve_card_weights(card, role=role, override=override)
-        except (WeightsError, ValueError, FileNotFoundError) as error:
-            raise SourceError(f"{what}: {error}") from None
-        try:
-            load_state_dict(path, key=entry.key)
-        except Exception as error:  # noqa: BLE001 - whatever the unpickler says, it is not a checkpoint
-            detail = redact(f"{type(error).__name__}: {error}".splitlines()[0])[:160]
-            raise SourceError(f"{what}: {path} is not a {config.model} checkpoint ({detail}); give the .pth or "
-                              ".safetensors file of this model, or leave --weights out for the card's") from None
-        log(f"weights ({role}): {path}")
-        if role == "model":
-            sha = entry.sha256 if override is None and entry.sha256 else sha256_file(path)
-    return str(sha)
 
 
 def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:

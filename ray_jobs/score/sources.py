@@ -60,8 +60,9 @@ class Listing:
 
     Attributes:
         inputs: ``id: string, uri: string`` sorted by id, ids unique.
-        excluded: rule -> count: ``hidden`` (a dot-file or a file under a dot-folder) and ``output``
-            (the job's own ``--out`` inside SRC).
+        excluded: rule -> count: ``hidden`` (a dot-file or a file under a dot-folder), ``output``
+            (the job's own ``--out`` inside SRC) and ``special`` (FIFOs, sockets, devices: reading one
+            could block the job forever).
     """
 
     inputs: pa.Table
@@ -69,7 +70,8 @@ class Listing:
 
     def excluded_text(self) -> str:
         """``"excluded: 12 hidden files, 3 files of the job's own output"`` or ``""``."""
-        names = {"hidden": "hidden files (names starting with '.')", "output": "files of the job's own --out"}
+        names = {"hidden": "hidden files (names starting with '.')", "output": "files of the job's own --out",
+                 "special": "special files (FIFOs, sockets, devices)"}
         parts = [f"{count} {names.get(rule, rule)}" for rule, count in sorted(self.excluded.items()) if count]
         return f"excluded: {', '.join(parts)}" if parts else ""
 
@@ -78,8 +80,8 @@ def list_source(src: str, *, exclude: str | None = None) -> Listing:
     """Every input of ``src`` (folder, prefix or manifest) plus the counts of what was excluded.
 
     A folder or prefix: every object is an input (``_DSC0001.JPG``, ``_raw/x.jpg`` included), except
-    dot-files and files under dot-folders (``hidden``) and the objects under ``exclude`` (``output``, the
-    job's own output folder). A subfolder that cannot be listed fails the job (never skipped silently).
+    dot-files and files under dot-folders (``hidden``), the objects under ``exclude`` (``output``, the
+    job's own output folder) and special files (``special``); each rule's count is in the summary. A subfolder that cannot be listed fails the job (never skipped silently).
 
     Raises:
         SourceError: ``src`` does not exist, cannot be read (credentials), a part of it cannot be listed,
@@ -118,13 +120,14 @@ def _list_prefix(src: str, exclude: str | None = None) -> Listing:
         raise SourceError(f"{src} is a single file; SRC must be a folder, a prefix or a manifest "
                           f"({', '.join(MANIFEST_SUFFIXES)})")
     root = root.rstrip("/")
+    special: list[str] = []
     try:
-        found = find_files(fs, root, src)
+        found = find_files(fs, root, src, special)
     except UserError as error:
         raise SourceError(str(error)) from None
     ids: list[str] = []
     uris: list[str] = []
-    excluded = {"hidden": 0, "output": 0}
+    excluded = {"hidden": 0, "output": 0, "special": len(special)}
     for path in found:
         if skip and (path + "/").startswith(skip):
             excluded["output"] += 1  # the job's own output folder inside SRC

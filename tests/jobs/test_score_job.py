@@ -105,9 +105,11 @@ def test_folder_listing_takes_underscore_names_and_counts_what_it_excludes(tmp_p
     (tmp_path / "a" / "scores").mkdir()
     (tmp_path / "a" / "scores" / "part-0.parquet").write_bytes(b"x")  # the job's own output inside SRC
     listing = list_source(str(tmp_path), exclude=str(tmp_path / "a" / "scores"))
-    assert listing.inputs.num_rows == 4 and listing.excluded == {"hidden": 2, "output": 1}
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")  # reading a FIFO would block the job forever
+    listing = list_source(str(tmp_path), exclude=str(tmp_path / "a" / "scores"))
+    assert listing.inputs.num_rows == 4 and listing.excluded == {"hidden": 2, "output": 1, "special": 1}
     assert listing.excluded_text() == ("excluded: 2 hidden files (names starting with '.'), "
-                                       "1 files of the job's own --out")
+                                       "1 files of the job's own --out, 1 special files (FIFOs, sockets, devices)")
     with pytest.raises(SourceError, match="not found"):
         list_inputs(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()

@@ -65,7 +65,7 @@ def test_source_changes_identity_and_noop_reruns(tmp_path, ray_local, fabricated
     logs: list[str] = []
     first = run_job(config, log=logs.append)
     assert _ids(out) == names and first["n_scored"] == 12  # underscore names are inputs
-    assert first["excluded"] == {"hidden": 1, "output": 0}
+    assert first["excluded"] == {"hidden": 1, "output": 0, "special": 0}
     assert any("excluded: 1 hidden files" in line for line in logs), logs
     record = Path(out, "_iqa", "job.json").read_bytes()
     report = Path(out, "_iqa", "report.html").stat().st_mtime_ns
