@@ -312,11 +312,11 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
     warnings = []
     if n_inputs != n_rows:
         warnings.append(
-            f"_job.json lists {_fmt_int(n_inputs)} inputs but the Parquet holds {_fmt_int(n_rows)} rows: "
+            f"The run record lists {_fmt_int(n_inputs)} inputs but the Parquet holds {_fmt_int(n_rows)} rows: "
             "the job may be unfinished; rerun the same `iqa score` command to complete it."
         )
     if not job:
-        warnings.append("No _job.json found: throughput and run details are not available.")
+        warnings.append("No run record (_iqa/job.json) found: throughput and run details are not available.")
     stats = [("min", scores.min() if n_scored else None), ("p10", np.percentile(scores, 10) if n_scored else None),
              ("median", np.median(scores) if n_scored else None), ("mean", scores.mean() if n_scored else None),
              ("p90", np.percentile(scores, 90) if n_scored else None), ("max", scores.max() if n_scored else None),

@@ -2,7 +2,10 @@
 credential scheme, and redaction of secrets from anything printed.
 
 **Ray.** :func:`ensure_ray` joins ``$RAY_ADDRESS`` (``ray job submit`` sets it) or an already initialised
-Ray, else starts a local Ray with enough logical CPUs for the job; it shuts down only what it started.
+Ray, else starts a local Ray with :func:`local_ray_cpus` logical CPUs (``max(4, cores)``, never raised
+to fit a request); it shuts down only what it started. What a job needs at once is checked against the
+cluster before any work (:func:`check_fits`): a request it can never satisfy fails at once with one
+line saying what the cluster has, instead of waiting forever for actors that cannot be placed.
 
 **Storage.** Any fsspec URI works (local paths, ``file://``, ``s3://``, ``gs://``, ...). What may travel
 to Ray tasks is :class:`StorageSettings`: non-secret settings only (the S3 endpoint of

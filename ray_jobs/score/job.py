@@ -27,7 +27,7 @@ left the source and the transient error rows, and scores what has no row (:mod:`
 which also gives the folder's layout: everything but the parts lives under ``DST/_iqa/``).
 
 Before any work: the source is listed (every object is an input except dot-files and the job's own
-``--out``, both counted in the summary), the weights are opened in the driver, ``DST`` is checked to be
+``--out`` and special files, each counted in the summary), the weights are opened in the driver, ``DST`` is checked to be
 writable, and the actors are checked to fit the Ray cluster (a request it can never satisfy fails at
 once with what it has; a command-started local Ray has ``ray_jobs.runtime.local_ray_cpus()`` CPUs).
 """
