@@ -106,12 +106,14 @@ def run_job_subprocess(src: Path, out: Path, weights: str, extra: list[str]) -> 
     return json.loads((out / "_iqa" / "job.json").read_text()), peak, log
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork + exec
 _WEIGHTS_CHECK = """
-import resource, sys
+import sys
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.weights import check_weights
 check_weights(ScoreJobConfig(src="/unused", out="/unused", weights=sys.argv[1]), log=lambda line: None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(peak.split()[1]) * 1024)
 """
 
 
