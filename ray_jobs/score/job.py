@@ -58,6 +58,7 @@ from ray_jobs.score.output import (
     drop_all,
     identity_difference,
     identity_of,
+    migrate_legacy_layout,
     reconcile,
     record_uri,
     scan_output,
@@ -219,6 +220,7 @@ def _write_report(out: str, log: Log) -> str | None:
 def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:
     """Under the lock: check the identity, drop what a rerun must not keep; return (ids kept, dropped)."""
     wanted = identity_of(config, sha)
+    migrate_legacy_layout(config.out, log)
     existing = scan_output(config.out)
     recorded = check_identity(config.out, wanted, existing, rescore=config.rescore)
     dropped: Counter[str] = Counter()

@@ -11,7 +11,8 @@ Layout (``DST``)::
 
 Every Parquet reader opens ``DST`` and sees exactly one row per input: pyarrow / pandas / Spark skip the
 ``_iqa`` folder (``_`` prefix), Ray's ``read_parquet`` and duckdb's ``DST/*.parquet`` read only
-``.parquet`` files and nothing under ``_iqa`` ends so.
+``.parquet`` files and nothing under ``_iqa`` ends so. An output of an older version (``DST/_job.json``,
+``DST/report.html``) is moved out of the readers' way on its first rerun (:func:`migrate_legacy_layout`).
 
 **Identity.** :data:`IDENTITY_FIELDS`: the source, the model, the sha256 of its weights, the resolution,
 the dtype and the decode limits that decide which inputs become error rows (``min_side``,
@@ -187,6 +188,33 @@ def _replace_part(out: str, path: str, table: pa.Table) -> None:
     else:
         with fs.open(path, "wb") as handle:
             pq.write_table(table, handle)
+
+
+def migrate_legacy_layout(out: str, log: Any = print) -> list[str]:
+    """Move what older versions wrote at the top of ``DST`` under ``DST/_iqa/`` (``_job.json`` becomes
+    ``_iqa/job.json`` unless that exists; ``report.html`` is dropped, the next report replaces it), so
+    that Parquet readers of ``DST`` stop tripping over it; warn about an old ``curated/`` kept list.
+
+    Returns:
+        What was done, one phrase per item (also logged).
+    """
+    fs, root = filesystem_for(out)
+    root = root.rstrip("/")
+    done: list[str] = []
+    if fs.isfile(f"{root}/_job.json"):
+        if read_json(record_uri(out)) is None:
+            write_json(record_uri(out), read_json(join_uri(out, "_job.json")) or {})
+        fs.rm_file(f"{root}/_job.json")
+        done.append("moved _job.json to _iqa/job.json")
+    if fs.isfile(f"{root}/report.html"):
+        fs.rm_file(f"{root}/report.html")
+        done.append("dropped the old top-level report.html (the report now lives in _iqa/)")
+    if fs.isdir(f"{root}/curated"):
+        log(f"warning: {join_uri(out, 'curated')} (an older iqa curate's kept list) is inside the scores folder, "
+            "where Parquet readers of it count its rows too; move it out (iqa curate now writes beside it)")
+    for item in done:
+        log(f"layout: {item}")
+    return done
 
 
 def write_identity(out: str, identity: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import pytest
 from iqa_plugin.data.reasons import REASONS, TRANSIENT
 from ray_jobs.io import list_parts, write_parquet_part
 from ray_jobs.score.job import run_job
-from ray_jobs.score.output import reconcile, scan_output
+from ray_jobs.score.output import migrate_legacy_layout, reconcile, scan_output
 from ray_jobs.score.stages import block_output_table
 from tests.helpers import fast_config, good_images, read_output, write_images
 
@@ -49,6 +49,22 @@ def test_reconcile_retries_exactly_the_transient_codes_and_drops_deleted_inputs(
     assert dropped == {"transient": len(TRANSIENT), "left_source": 1, "duplicate": 1}
     assert sorted(_ids(out)) == sorted(kept)  # the part files were rewritten, nothing else is left
     assert len(list_parts(out)) == 2
+
+
+def test_an_older_versions_output_is_moved_out_of_the_readers_way(tmp_path):
+    out = tmp_path / "out"
+    _part(str(out), "a", ["x.jpg"], [None])
+    (out / "_job.json").write_text('{"n_inputs": 1, "started": "the real run"}')
+    (out / "report.html").write_text("<html></html>")
+    (out / "curated").mkdir()
+    logs: list[str] = []
+    done = migrate_legacy_layout(str(out), logs.append)
+    assert len(done) == 2 and not (out / "_job.json").exists() and not (out / "report.html").exists()
+    assert json.loads((out / "_iqa" / "job.json").read_text())["started"] == "the real run"
+    assert any("curated" in line and "move it out" in line for line in logs)
+    import pandas as pd
+
+    assert len(pd.read_parquet(out)) == 1 and migrate_legacy_layout(str(out), logs.append) == []  # the folder reads
 
 
 @pytest.mark.slow
