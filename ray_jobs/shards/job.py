@@ -245,7 +245,7 @@ def run_shards_job(
                     f"{done_images / max(last - started, 1e-9):.1f} images/s"
                 )
     markers.sort(key=lambda m: m["index"])
-    removed = _remove_stale_shards(out_fs, out_root, {spec["name"] for spec in specs})
+    removed = _remove_stale_shards(out_fs, out_root, {str(spec["name"]) for spec in specs})
     if removed:
         progress(f"iqa shards: removed {removed} shard(s) of an earlier, longer listing")
     if not any(m["rows"] for m in markers):
