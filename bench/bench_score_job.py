@@ -4,7 +4,9 @@
    ``BatchScorer`` (same images, same weights, same decode, same resolution). Target: job >= 0.7x.
    Both are timed after model loading ("steady") and end to end (startup included).
 2. Driver memory: peak RSS of the job's driver process (``python -m ray_jobs.score``, sampled every
-   0.1 s) while scoring collections of tiny images at two sizes. Target: < 1 GiB and flat in N.
+   0.1 s) while scoring collections of tiny images at two sizes, the driver's weights check included
+   (it imports torch and opens the checkpoint before Ray starts), and the peak of that check alone.
+   Target: < 1 GiB and flat in N.
 
 Weights: a fabricated checkpoint in the real QualiCLIP layout (real size, seeded random values), so the
 compute is the real network's. Run: ``python bench/bench_score_job.py [--n 400] [--rss-sizes 5000 20000]``.
@@ -77,7 +79,7 @@ def in_process(paths: list[Path], weights: str, resolution: str, batch_size: int
 
 
 def run_job_subprocess(src: Path, out: Path, weights: str, extra: list[str]) -> tuple[dict, int, str]:
-    """Run ``python -m ray_jobs.score`` and sample the driver's RSS; return (_job.json, peak bytes, log)."""
+    """Run ``python -m ray_jobs.score`` and sample the driver's RSS; return (run record, peak bytes, log)."""
     import psutil
 
     shutil.rmtree(out, ignore_errors=True)  # a fresh run, not a resume
@@ -101,7 +103,26 @@ def run_job_subprocess(src: Path, out: Path, weights: str, extra: list[str]) -> 
     log = "".join(lines)
     if process.returncode != 0:
         raise RuntimeError(f"job failed ({process.returncode}):\n{log[-3000:]}")
-    return json.loads((out / "_job.json").read_text()), peak, log
+    return json.loads((out / "_iqa" / "job.json").read_text()), peak, log
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork + exec
+_WEIGHTS_CHECK = """
+import sys
+from ray_jobs.score.config import ScoreJobConfig
+from ray_jobs.score.weights import check_weights
+check_weights(ScoreJobConfig(src="/unused", out="/unused", weights=sys.argv[1]), log=lambda line: None)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(peak.split()[1]) * 1024)
+"""
+
+
+def weights_check_rss(weights: str) -> int:
+    """Peak RSS (bytes) of a process that only runs the score driver's weights check."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", _WEIGHTS_CHECK, weights], capture_output=True, text=True,
+                            env=env, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
 
 
 def throughput(work: Path, weights: str, n: int, size: tuple[int, int], resolution: str, batch: int,
@@ -128,7 +149,11 @@ def throughput(work: Path, weights: str, n: int, size: tuple[int, int], resoluti
 
 
 def driver_rss(work: Path, weights: str, sizes: list[int], threads: int) -> None:
-    print("\n[driver memory] tiny 40x32 JPEGs scored at short:32 by 1 CPU actor; driver = python -m ray_jobs.score")
+    print("\n[driver memory] tiny 40x32 JPEGs scored at short:32 by 1 CPU actor; driver = python -m ray_jobs.score "
+          "(weights check included)")
+    check = weights_check_rss(weights)
+    print(f"  weights check alone (import torch + open the {Path(weights).stat().st_size / 2**20:.0f} MiB checkpoint): "
+          f"peak RSS {check / 2**20:7.1f} MiB")
     results = []
     for size in sizes:
         folder = work / f"tiny-{size}"

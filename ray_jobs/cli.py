@@ -86,11 +86,17 @@ def load_job(command: str) -> ModuleType:
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UserError` (one line, exit 2) instead of printing its usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message}; see {self.prog} --help")
+
+
 def build_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one sub-command: ``--config`` plus the flags derived from the job's config."""
     module = load_job(command)
-    parser = argparse.ArgumentParser(prog=f"iqa {command}", description=COMMANDS[command][1],
-                                     argument_default=argparse.SUPPRESS)
+    parser = _Parser(prog=f"iqa {command}", description=COMMANDS[command][1], argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", metavar="YAML",
                         help=f"YAML file of {module.CONFIG.__name__} fields (any fsspec path); flags win over it")
     module.CONFIG.add_arguments(parser)

@@ -5,7 +5,11 @@ rows selected by exactly one of ``--min-score``, ``--top-k`` or ``--top-percent`
 kept; ties are broken by score descending, then id ascending), writes them as Parquet (id, uri, score,
 rank, dest) and, with ``--copy-to PREFIX``, copies the kept objects there. Each object lands at its path
 relative to the collection's common prefix, so a rerun maps it to the same place and copies nothing
-that is already there with the same size.
+that is already there with the same size. Copies use fsspec's single-file calls (``cp_file``, ``open``),
+never its globbing ones, so names holding ``[``, ``*`` or ``?`` are copied as they are.
+
+The kept list goes to ``--out``, by default ``<SCORES>-curated/kept.parquet``: next to the scores folder,
+never inside it, so that a Parquet reader of SCORES still sees one row per input.
 
 Example::
 
@@ -35,9 +39,10 @@ SCORE_COLUMNS = ("id", "uri", "bytes", "model", "score", "error")
 
 def list_part_files(scores: str) -> tuple[Any, list[str]]:
     """The filesystem and sorted part files of a score job's output ``scores``; UserError if none."""
-    fs, root = filesystem_for(scores)
-    fs.invalidate_cache()
-    parts = sorted(fs.glob(posixpath.join(root.rstrip("/"), "part-*.parquet")))
+    from ray_jobs.io import list_parts
+
+    fs, _ = filesystem_for(scores)
+    parts = list_parts(scores)  # a listing, not a glob: folder names may hold [ * ?
     if not parts:
         raise UserError(
             f"no score files at {scores!r}: expected Parquet files named part-*.parquet written by "
@@ -68,6 +73,11 @@ def read_scores(scores: str, columns: tuple[str, ...] = SCORE_COLUMNS, optional:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def default_kept_uri(scores: str) -> str:
+    """``<scores>-curated/kept.parquet``: beside the scores folder, so its Parquet readers never see it."""
+    return join_uri(scores.rstrip("/") + "-curated", "kept.parquet")
+
+
 class CurateConfig(JobConfig):
     """What to keep: exactly one of ``min_score``, ``top_k``, ``top_percent``."""
 
@@ -83,7 +93,8 @@ class CurateConfig(JobConfig):
                                       json_schema_extra=cli(exclusive="selection"))
     model: str | None = Field(default=None, description="only rows of this model (needed when SCORES holds several)")
     out: str | None = Field(default=None, description="where to write the kept list "
-                                                      "(default SCORES/curated/kept.parquet)")
+                                                      "(default SCORES-curated/kept.parquet, next to SCORES, "
+                                                      "never inside it)")
     copy_to: str | None = Field(default=None, description="copy the kept objects under this prefix (local or s3://...)")
     copy_workers: int = Field(default=8, ge=1, le=256, description="parallel copies")
 
@@ -196,8 +207,8 @@ def _copy_one(src: str, dest: str, size: int | None, existing: dict[str, int]) -
         parent = posixpath.dirname(dest_path)
         if parent and _is_local(dest_fs):  # object stores have no directories to create
             dest_fs.makedirs(parent, exist_ok=True)
-        if src_fs is dest_fs:
-            src_fs.copy(src_path, dest_path)  # within one store: server-side copy, no bytes through here
+        if src_fs is dest_fs:  # within one store: server-side copy; cp_file never expands [ * ?
+            src_fs.cp_file(src_path, dest_path)
             return "copied", int(size if size is not None else dest_fs.size(dest_path)), ""
         copied = 0
         with src_fs.open(src_path, "rb") as reader, dest_fs.open(dest_path, "wb") as writer:
@@ -242,7 +253,7 @@ def curate(
 
     Exactly one of ``min_score`` (keep score >= it), ``top_k`` (the K best) or ``top_percent`` (the best
     ceil(P% of scored) images, P in (0, 100]) selects. The kept list goes to ``out`` (default
-    ``scores/curated/kept.parquet``); with ``copy_to`` each kept object is copied to
+    ``<scores>-curated/kept.parquet``, outside the scores folder); with ``copy_to`` each kept object is copied to
     ``copy_to/<its path relative to the collection's common prefix>``, skipping ones already there with
     the same size. Raises UserError (a ValueError) on invalid options or when ``scores`` holds no part files.
     """
@@ -260,7 +271,7 @@ def curate(
     uris = kept["uri"].to_pylist()
     dests: list[str | None] = [None] * len(uris)
     result = CurateResult(
-        scores=scores, out=config.out or join_uri(scores, "curated", "kept.parquet"), n_rows=table.num_rows,
+        scores=scores, out=config.out or default_kept_uri(scores), n_rows=table.num_rows,
         n_scored=n_scored, n_errors=n_errors, n_kept=kept.num_rows,
         lowest_kept_score=kept["score"][-1].as_py() if kept.num_rows else None, copy_to=copy_to,
     )

@@ -22,6 +22,62 @@ from ray_jobs.runtime import StorageSettings, filesystem_for, full_uri, join_uri
 
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
+#: Everything of a job's output that is not a Parquet part (run record, identity, lock, report, temporary
+#: files) lives under ``DST/_iqa/``: Parquet readers skip ``_``-prefixed folders (pyarrow, pandas, Spark)
+#: or read only ``.parquet`` files (Ray, duckdb's ``DST/*.parquet``), and nothing in there ends so.
+META_DIR = "_iqa"
+
+
+def meta_uri(dst: str, *names: str) -> str:
+    """``DST/_iqa/<names>``: where a job keeps what is not a Parquet part."""
+    return join_uri(dst, META_DIR, *names)
+
+
+def find_files(fs: Any, root: str, where: str, special: list[str] | None = None) -> list[str]:
+    """Every regular file under ``root`` (sorted paths), failing when a part of the tree cannot be listed.
+
+    Entries that are neither files nor folders (FIFOs, sockets, devices: reading them can block forever)
+    are not returned; they are appended to ``special`` when given, so that callers count them.
+
+    fsspec's ``find`` skips a folder it may not read without a word (its ``walk`` drops ``on_error``
+    below the top level); here that is an error. On an object store the listing is one flat request that
+    fails as a whole.
+
+    Raises:
+        UserError: a folder under ``root`` cannot be listed (names it and says what to do).
+    """
+    from ray_jobs.errors import UserError
+
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if {"s3", "s3a"} & set(protocols):
+        return sorted(fs.find(root))
+    found: list[str] = []
+    unreadable: list[OSError] = []
+    pending = [root.rstrip("/")]
+    while pending:
+        folder = pending.pop()
+        try:
+            listing = fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            continue  # removed while listing
+        except OSError as error:
+            unreadable.append(error)
+            continue
+        for info in listing:
+            name = str(info["name"]).rstrip("/")
+            if info["type"] == "directory" and name != folder:
+                pending.append(name)
+            elif info["type"] == "file":
+                found.append(name)
+            elif info["type"] != "directory" and special is not None:
+                special.append(name)
+    if unreadable:
+        first = unreadable[0]
+        folder = getattr(first, "filename", None) or str(first)
+        raise UserError(f"{where}: {len(unreadable)} folder(s) cannot be listed, e.g. {folder} "
+                        f"({type(first).__name__}: {first.strerror or first}); fix their permissions or point "
+                        f"{where} at a folder the job can read (nothing is skipped silently)")
+    return sorted(found)
 
 
 def part_name(block_key: str) -> str:
@@ -39,8 +95,9 @@ def write_parquet_part(table: pa.Table, dst: str, block_key: str, settings: Stor
     fs, root = filesystem_for(dst, settings)
     target = join_uri(root, part_name(block_key))
     if protocol_of(dst) == "file":
-        fs.makedirs(root, exist_ok=True)
-        tmp = join_uri(root, f"_tmp-{block_key}-{uuid.uuid4().hex}{PART_SUFFIX}")
+        tmp_dir = join_uri(root, META_DIR, "tmp")
+        fs.makedirs(tmp_dir, exist_ok=True)
+        tmp = join_uri(tmp_dir, f"{block_key}-{uuid.uuid4().hex}.tmp")  # never read as a part
         pq.write_table(table, tmp)
         os.replace(tmp, target)
     else:
@@ -94,14 +151,27 @@ def summarize_parts(dst: str) -> tuple[int, int, dict[str, int]]:
 
 
 def write_json(uri: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON to ``uri`` (any fsspec URI)."""
+    """Write ``payload`` as indented JSON to ``uri`` (any fsspec URI), whole or not at all."""
     fs, path = filesystem_for(uri)
+    data = (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
     parent = path.rsplit("/", 1)[0]
     if protocol_of(uri) == "file" and parent:
         fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def read_json(uri: str) -> dict[str, Any] | None:
+    """The JSON object at ``uri``, or ``None`` when there is none."""
+    fs, path = filesystem_for(uri)
+    try:
+        return json.loads(fs.cat_file(path).decode("utf-8"))
+    except FileNotFoundError:
+        return None
 
 
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -1,6 +1,7 @@
-"""One self-contained HTML report of a score job's output: ``write_report(DST)`` -> ``DST/report.html``.
+"""One self-contained HTML report of a score job's output: ``write_report(DST)`` -> ``DST/_iqa/report.html``.
 
-Reads ``DST/part-*.parquet`` and ``DST/_job.json`` through pyarrow + fsspec (no Ray) and writes a single
+Reads ``DST/part-*.parquet`` and the run record ``DST/_iqa/job.json`` (``DST/_job.json`` of older
+versions) through pyarrow + fsspec (no Ray) and writes a single
 file a person can open anywhere: CSS inline, the score histogram drawn as inline SVG, the top and bottom
 images as inline base64 JPEG thumbnails, error counts by reason, throughput, model and weights hash.
 No scripts, no external URLs. Counts carry ``data-count`` attributes so tests (and scripts) can read them.
@@ -26,6 +27,7 @@ from ray_jobs.cli import job_main
 from ray_jobs.config import JobConfig, cli
 from ray_jobs.curate import read_scores
 from ray_jobs.errors import UserError
+from ray_jobs.io import META_DIR
 from ray_jobs.runtime import SECRET_NAME, filesystem_for, join_uri
 
 THUMB_PX = 160
@@ -102,13 +104,14 @@ def _fmt_seconds(s: float | None) -> str:
 
 
 def read_job_summary(dst: str) -> dict[str, Any]:
-    """``DST/_job.json`` as a dict, or ``{}`` when the job did not write one (yet)."""
+    """The run record ``DST/_iqa/job.json`` (or an older version's ``DST/_job.json``) as a dict, or ``{}``
+    when the job did not write one (yet)."""
     fs, root = filesystem_for(dst)
-    path = posixpath.join(root.rstrip("/"), "_job.json")
-    if not fs.exists(path):
-        return {}
-    with fs.open(path, "rb") as handle:
-        return json.loads(handle.read().decode("utf-8"))
+    for path in (posixpath.join(root.rstrip("/"), META_DIR, "job.json"), posixpath.join(root.rstrip("/"), "_job.json")):
+        if fs.exists(path):
+            with fs.open(path, "rb") as handle:
+                return json.loads(handle.read().decode("utf-8"))
+    return {}
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -309,11 +312,11 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
     warnings = []
     if n_inputs != n_rows:
         warnings.append(
-            f"_job.json lists {_fmt_int(n_inputs)} inputs but the Parquet holds {_fmt_int(n_rows)} rows: "
+            f"The run record lists {_fmt_int(n_inputs)} inputs but the Parquet holds {_fmt_int(n_rows)} rows: "
             "the job may be unfinished; rerun the same `iqa score` command to complete it."
         )
     if not job:
-        warnings.append("No _job.json found: throughput and run details are not available.")
+        warnings.append("No run record (_iqa/job.json) found: throughput and run details are not available.")
     stats = [("min", scores.min() if n_scored else None), ("p10", np.percentile(scores, 10) if n_scored else None),
              ("median", np.median(scores) if n_scored else None), ("mean", scores.mean() if n_scored else None),
              ("p90", np.percentile(scores, 90) if n_scored else None), ("max", scores.max() if n_scored else None),
@@ -355,22 +358,25 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
 <tr><th>period</th><td>{when or "-"}</td></tr>
 <tr><th>throughput</th><td>{"-" if rate is None else f"{rate:,.1f} images/s"} over {_fmt_seconds(elapsed)}</td></tr>
 </table><details><summary>job configuration</summary>{_config_table(job.get("config") or {})}</details></section>
-<footer>Written by iqa-plugin from {_esc(dst)} (part-*.parquet, _job.json). Self-contained: no scripts, no
+<footer>Written by iqa-plugin from {_esc(dst)} (part-*.parquet, _iqa/job.json). Self-contained: no scripts, no
 external resources.</footer>
 </main></body></html>
 """
 
 
 def write_report(dst: str, *, thumbnails: int = 12) -> str:
-    """Write the self-contained HTML report of the score job output ``dst`` to ``dst/report.html``.
+    """Write the self-contained HTML report of the score job output ``dst`` to ``dst/_iqa/report.html``
+    (under ``_iqa/`` so that no Parquet reader of ``dst`` trips over it).
 
     Shows the model and weights sha256, counts, a score histogram, the ``thumbnails`` highest- and
     lowest-scored images (each group capped so no image appears twice), errors by reason, throughput and
     summary statistics. Returns the path or URL written. Raises ValueError when ``dst`` has no part files.
     """
     page = build_report(dst, thumbnails=thumbnails)
-    target = join_uri(dst, REPORT_NAME)
+    target = join_uri(dst, META_DIR, REPORT_NAME)
     fs, path = filesystem_for(target)
+    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as handle:
         handle.write(page.encode("utf-8"))
     return target

@@ -2,7 +2,10 @@
 credential scheme, and redaction of secrets from anything printed.
 
 **Ray.** :func:`ensure_ray` joins ``$RAY_ADDRESS`` (``ray job submit`` sets it) or an already initialised
-Ray, else starts a local Ray with enough logical CPUs for the job; it shuts down only what it started.
+Ray, else starts a local Ray with :func:`local_ray_cpus` logical CPUs (``max(4, cores)``, never raised
+to fit a request); it shuts down only what it started. What a job needs at once is checked against the
+cluster before any work (:func:`check_fits`): a request it can never satisfy fails at once with one
+line saying what the cluster has, instead of waiting forever for actors that cannot be placed.
 
 **Storage.** Any fsspec URI works (local paths, ``file://``, ``s3://``, ``gs://``, ...). What may travel
 to Ray tasks is :class:`StorageSettings`: non-secret settings only (the S3 endpoint of
@@ -20,7 +23,6 @@ tasks and actors and ``DataContext.retried_io_errors`` covers its own reads and 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -47,17 +49,33 @@ def redact(text: str) -> str:
     return text
 
 
+#: The floor of logical CPUs of a command-started local Ray (see :func:`local_ray_cpus`).
+LOCAL_RAY_MIN_CPUS = 4
+
+
+def local_ray_cpus() -> int:
+    """Logical CPUs of a local Ray started by a command: ``max(4, os.cpu_count())``.
+
+    The floor of 4 lets a default job (one actor, one decode task, the writes) run on a 2-core laptop;
+    a job's own request never raises it: oversubscribing logical CPUs far beyond the cores hides a
+    request the machine cannot serve. A request larger than this fails at once (:func:`check_fits`).
+    """
+    return max(LOCAL_RAY_MIN_CPUS, os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def ensure_ray(*, min_cpus: float = 0, log: Callable[[str], None] = print) -> Iterator[None]:
     """Use the Ray this process is connected to, else join ``$RAY_ADDRESS``, else start a local Ray.
 
-    A local Ray gets ``max(4, os.cpu_count(), ceil(min_cpus))`` logical CPUs, so that a job asking for
-    ``min_cpus`` (its actors plus one task) can always be scheduled. On leaving, a Ray started or joined
-    here is shut down (for a joined cluster that only disconnects); one found running is left alone.
+    A local Ray gets :func:`local_ray_cpus` logical CPUs. ``min_cpus`` (what the job needs at once) is
+    checked against the cluster before anything runs: a request it can never satisfy raises
+    :class:`UserError` naming what is available. On leaving, a Ray started or joined here is shut down
+    (for a joined cluster that only disconnects); one found running is left alone.
     """
     import ray
 
     if ray.is_initialized():
+        check_fits(min_cpus=min_cpus)
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -65,13 +83,55 @@ def ensure_ray(*, min_cpus: float = 0, log: Callable[[str], None] = print) -> It
         log(f"ray: joining the cluster at {address}")
         ray.init(address=address, log_to_driver=False)
     else:
-        cpus = max(4, os.cpu_count() or 1, math.ceil(min_cpus))
+        cpus = local_ray_cpus()
+        if min_cpus > cpus:
+            raise UserError(f"the job needs {min_cpus:g} CPUs at once but a local Ray on this machine has {cpus} "
+                            "logical CPUs: ask for fewer actors or CPUs per actor, or set RAY_ADDRESS to a cluster")
         log(f"ray: starting a local Ray with {cpus} logical CPUs (set RAY_ADDRESS to use a cluster)")
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
+        check_fits(min_cpus=min_cpus)
         yield
     finally:
         ray.shutdown()
+
+
+def _alive_node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(node.get("Resources") or {}) for node in ray.nodes() if node.get("Alive")]
+
+
+def check_fits(*, min_cpus: float = 0, actors: int = 0, per_actor: Mapping[str, float] | None = None,
+               what: str = "the job") -> None:
+    """Refuse at once a request the connected Ray cluster can never satisfy (instead of waiting forever).
+
+    ``actors`` actors of ``per_actor`` resources (``{'CPU': 1, 'GPU': 1, 'my-node': 0.1}``) must be
+    placeable on the alive nodes at the same time, and ``min_cpus`` CPUs must exist in the cluster. An
+    autoscaling cluster is judged by the nodes it has now.
+
+    Raises:
+        UserError: one line with what was asked and what the cluster has.
+    """
+    nodes = _alive_node_resources()
+    total_cpus = sum(node.get("CPU", 0.0) for node in nodes)
+    where = (f"the Ray cluster has {total_cpus:g} CPUs on {len(nodes)} node(s) (largest "
+             f"{max((n.get('CPU', 0.0) for n in nodes), default=0):g} CPUs, "
+             f"{sum(n.get('GPU', 0.0) for n in nodes):g} GPUs in all)")
+    if min_cpus > total_cpus + 1e-9:
+        raise UserError(f"{what} needs {min_cpus:g} CPUs at once but {where}: ask for fewer actors or CPUs per "
+                        "actor, or use a bigger cluster (RAY_ADDRESS)")
+    wanted = {key: float(value) for key, value in (per_actor or {}).items() if value}
+    if not actors or not wanted:
+        return
+    placeable = 0
+    for node in nodes:
+        placeable += int(min(node.get(key, 0.0) / value + 1e-9 for key, value in wanted.items()))
+    if placeable < actors:
+        asked = ", ".join(f"{value:g} {key}" for key, value in wanted.items())
+        raise UserError(f"{what} needs {actors} actor(s) of {asked} each but {where}; only {placeable} such "
+                        "actor(s) fit: lower --actors or the per-actor resources, or use a bigger cluster "
+                        "(RAY_ADDRESS)")
 
 
 def protocol_of(uri: str) -> str:

@@ -1,5 +1,7 @@
 """Helpers shared by several test modules (tests never import each other): test images, fast configs,
-reading a score job's output, and fault-injecting scorers for the score job.
+reading a score job's output, fault-injecting scorers for the score job, an S3 server that checks
+credentials, and real fsspec filesystems whose listing or writes fail (for environments where chmod
+does not stop root).
 
 The fault hooks live here, not in the production config: :func:`faulty_scorer` returns a subclass of
 the job's :class:`~ray_jobs.score.stages.BlockScorer` for ``run_job(config, scorer_cls=...)``; Ray ships
@@ -8,14 +10,21 @@ it to the workers by value (it is defined in a function), so the workers need no
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import posixpath
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageFilter
 
 from ray_jobs.io import iter_part_columns
@@ -95,3 +104,85 @@ def score_cli_with_faults(argv: list[str], **faults: Any) -> int:
     scorer_cls = faulty_scorer(**faults)
     job.run = lambda config: job.run_job(config, scorer_cls=scorer_cls) and 0
     return job_main("score", argv)
+
+
+def write_images(folder: Path, images: dict[str, bytes]) -> list[str]:
+    """Write ``{relative name: bytes}`` under ``folder``; return the names sorted."""
+    for name, data in images.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return sorted(images)
+
+
+_AUTH_SERVER = """
+import logging, os, sys
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"ENDPOINT http://{host}:{port}", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def authenticating_s3() -> Iterator[str]:
+    """A moto S3 server (own process) that checks every request's credentials; yields its endpoint."""
+    server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        line = ""
+        while not line.startswith("ENDPOINT"):
+            line = server.stdout.readline() if server.stdout else ""
+            assert line, "the authenticating S3 server did not start"
+        yield line.split()[1]
+    finally:
+        server.kill()
+        server.wait()
+
+
+class UnlistableFolderFS(LocalFileSystem):
+    """The local filesystem, except that listing a folder named ``locked`` fails as it does without
+    permission (what ``chmod 000`` does for any user but root)."""
+
+    protocol = ("unlistable",)
+    root_marker = "/"
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).replace("unlistable://", "", 1))
+
+    def ls(self, path, detail=False, **kwargs):
+        if posixpath.basename(str(path).rstrip("/")) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return super().ls(path, detail=detail, **kwargs)
+
+
+class ReadOnlyFS(LocalFileSystem):
+    """The local filesystem mounted read-only: every write fails with EROFS (root cannot bypass that)."""
+
+    protocol = ("readonly",)
+    root_marker = "/"
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).replace("readonly://", "", 1))
+
+    def _open(self, path, mode="rb", **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return super()._open(path, mode=mode, **kwargs)
+
+    def makedirs(self, path, exist_ok=False):
+        if not os.path.isdir(path):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+
+
+def register_test_filesystems() -> None:
+    """Register :class:`UnlistableFolderFS` (``unlistable://``) and :class:`ReadOnlyFS` (``readonly://``)."""
+    import fsspec
+
+    fsspec.register_implementation("unlistable", UnlistableFolderFS, clobber=True)
+    fsspec.register_implementation("readonly", ReadOnlyFS, clobber=True)

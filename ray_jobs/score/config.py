@@ -36,7 +36,8 @@ class ScoreJobConfig(JobConfig):
     src: str = Field(description="a local folder, an fsspec prefix (s3://bucket/photos/) or a manifest "
                                  "(.parquet/.csv/.jsonl with a 'uri' column and optional 'id')",
                      json_schema_extra=cli(positional=True))
-    out: str = Field(description="destination folder or prefix for part-*.parquet, _job.json and the report")
+    out: str = Field(description="destination folder or prefix: part-*.parquet, and _iqa/ (run record, "
+                                 "identity, report)")
     model: str = Field(default="qualiclip", description="plugin metric name")
     weights: str | None = Field(default=None, description="checkpoint path or URL (default: the model card's)")
     resolution: str = Field(default="native", description="'native' or 'short:N' (resize the short side to N)")
@@ -61,6 +62,9 @@ class ScoreJobConfig(JobConfig):
                             description="refuse images with more pixels (decompression bombs)")
     min_side: int = Field(default=32, ge=1, description="refuse images with a shorter side (reason too_small)")
     fetch_threads: int = Field(default=16, ge=1, description="concurrent object reads inside a decode task")
+    rescore: bool = Field(default=False, description="drop the rows already in --out and score everything again "
+                          "(needed when the model, weights, resolution, dtype or source differ from the run "
+                          "identity recorded there)")
     limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id)")
     report: bool = Field(default=True, description="write the HTML report next to the output")
     progress_bars: bool = Field(default=True, description="Ray Data's progress bars (stderr)")

@@ -21,9 +21,15 @@ column              type       meaning
 ==================  =========  =================================================================
 
 Block keys come from a hash of the block's ids, and blocks are fixed-size runs of the id-sorted listing
-of what is still missing: a retried block overwrites its own file, and a rerun (resume) reads the ids
-already written and processes only the rest. ``DST/_job.json`` records the run; ``DST/report.html``
-is written by :mod:`ray_jobs.report` when that module is installed.
+of what is still missing: a retried block overwrites its own file. One run writes into ``DST`` at a
+time (:mod:`ray_jobs.lock`); a rerun checks the folder's run identity, drops the rows of inputs that
+left the source and the transient error rows, and scores what has no row (:mod:`ray_jobs.score.output`,
+which also gives the folder's layout: everything but the parts lives under ``DST/_iqa/``).
+
+Before any work: the source is listed (every object is an input except dot-files and the job's own
+``--out`` and special files, each counted in the summary), the weights are opened in the driver, ``DST`` is checked to be
+writable, and the actors are checked to fit the Ray cluster (a request it can never satisfy fails at
+once with what it has; a command-started local Ray has ``ray_jobs.runtime.local_ray_cpus()`` CPUs).
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import sys
 import threading
 import time
@@ -43,10 +48,24 @@ from typing import Any
 import pyarrow as pa
 
 from ray_jobs.cli import job_main
-from ray_jobs.io import chunked, read_done_ids, write_json
-from ray_jobs.runtime import StorageSettings, ensure_ray, join_uri, redact
+from ray_jobs.io import chunked, meta_uri, read_json, write_json
+from ray_jobs.lock import OutputLock
+from ray_jobs.runtime import StorageSettings, check_fits, ensure_ray, redact
 from ray_jobs.score.config import ScoreJobConfig
-from ray_jobs.score.sources import SourceError, check_destination, list_inputs
+from ray_jobs.score.output import (
+    check_identity,
+    describe,
+    drop_all,
+    identity_difference,
+    identity_of,
+    migrate_legacy_layout,
+    reconcile,
+    record_uri,
+    scan_output,
+    write_identity,
+)
+from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
 
@@ -123,6 +142,9 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
         actor_args["num_gpus"] = config.gpus_per_actor
     if config.actor_resources:
         actor_args["resources"] = dict(config.actor_resources)
+    check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor={
+        "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if use_gpu else {}),
+        **config.actor_resources})
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
@@ -180,15 +202,6 @@ def _consume(ds: Any, counts: dict[str, Any]) -> None:
             counts["first"] = (time.monotonic(), counts["rows"])
 
 
-def _first_part_model(out: str) -> tuple[str | None, str | None]:
-    from ray_jobs.io import iter_part_columns
-
-    for table in iter_part_columns(out, ["model", "weights_sha256"]):
-        if table.num_rows:
-            return table.column("model")[0].as_py(), table.column("weights_sha256")[0].as_py()
-    return None, None
-
-
 def _write_report(out: str, log: Log) -> str | None:
     try:
         from ray_jobs.report import write_report
@@ -204,113 +217,129 @@ def _write_report(out: str, log: Log) -> str | None:
     return path
 
 
-def check_weights(config: ScoreJobConfig, log: Log) -> None:
-    """Resolve (download, verify) the model's weights in the driver before Ray starts, so that missing or
-    unreachable weights fail at once with the weights module's message instead of inside an actor.
-    On one machine the actors then find them in the shared cache."""
-    from iqa_plugin.hub.cards import get_card
-    from iqa_plugin.hub.weights import WeightsError, resolve_card_weights
-
-    try:
-        card = get_card(config.model)
-        for role in card.weights:
-            override = config.weights if role == "model" else None
-            log(f"weights ({role}): {resolve_card_weights(card, role=role, override=override)}")
-    except (WeightsError, ValueError, FileNotFoundError) as error:
-        raise SourceError(f"--model {config.model}: {error}") from None
+def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:
+    """Under the lock: check the identity, drop what a rerun must not keep; return (ids kept, dropped)."""
+    wanted = identity_of(config, sha)
+    migrate_legacy_layout(config.out, log)
+    existing = scan_output(config.out)
+    recorded = check_identity(config.out, wanted, existing, rescore=config.rescore)
+    dropped: Counter[str] = Counter()
+    if config.rescore and existing.n_rows and recorded is not None:
+        dropped["rescore"] = drop_all(config.out, existing)
+        log(f"rescore: dropped the {dropped['rescore']} rows of {config.out} "
+            f"({identity_difference(recorded, wanted) or 'same identity'})")
+    if recorded != wanted:
+        write_identity(config.out, wanted)
+    listed = set(listing.inputs.column("id").to_pylist())
+    kept, more = reconcile(config.out, existing, listed)
+    dropped.update(more)
+    if more:
+        names = {"left_source": "of inputs no longer in the source", "transient": "with transient errors, retried",
+                 "duplicate": "duplicated"}
+        log("rerun: dropped " + ", ".join(f"{n} rows {names[k]}" for k, n in sorted(more.items())))
+    return kept, dict(dropped)
 
 
 def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None) -> dict[str, Any]:
-    """Run a score job end to end and return what ``_job.json`` records.
+    """Run a score job end to end and return its record (``DST/_iqa/job.json`` when the run changed
+    something; a rerun with nothing to do leaves the record and report of the real run alone).
 
     ``scorer_cls`` replaces :class:`ray_jobs.score.stages.BlockScorer` (a subclass, importable by the Ray
     workers, e.g. one that injects faults in tests); it takes the same constructor arguments.
 
     Raises:
-        SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source).
+        SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source, a file
+            that is not a checkpoint, a read-only or foreign output, another identity, another run).
         RuntimeError: the output does not hold every input exactly once after the run.
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    inputs = list_inputs(config.src, limit=config.limit, exclude=config.out)
-    check_destination(config.out)
-    if config.weights and "://" not in config.weights and not os.path.exists(config.weights):
-        raise SourceError(f"--weights {config.weights}: file not found; give a checkpoint path or URL")
-    input_ids = set(inputs.column("id").to_pylist())
-    done = read_done_ids(config.out) & input_ids
-    if done:
-        existing_model, _ = _first_part_model(config.out)
-        if existing_model not in (None, config.model):
-            raise SourceError(f"--out {config.out} holds scores of model {existing_model!r}, not {config.model!r}; "
-                              "give each model its own --out")
-    check_weights(config, log)
-    n_inputs = inputs.num_rows
-    blocks = plan_blocks(inputs, done, config.block_size)
-    n_pending = n_inputs - len(done)
-    if done:
-        log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} missing")
-    log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
-    del inputs, done
-    counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
-    if blocks:
-        # a local Ray fits the actors, one decode task and the writes (0.25 CPU each)
-        needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 1
-        with ensure_ray(min_cpus=needed, log=log):
-            counts = _execute(config, blocks, n_pending, log, scorer_cls)
-    del blocks
-    rows, scored, errors = _verify(config.out, input_ids)
-    model, sha = counts["model"], counts["weights_sha256"]
-    if model is None:
-        model, sha = _first_part_model(config.out)
-    elapsed = time.monotonic() - t0
-    record = {
-        "model": model or config.model, "weights_sha256": sha, "n_inputs": n_inputs, "n_scored": scored,
-        "errors_by_reason": errors, "n_processed": counts["rows"], "n_resumed": n_inputs - n_pending,
-        "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
-        "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts else None,
-        "elapsed_s": round(elapsed, 3), "started": started_at.isoformat(),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(), "config": config.model_dump(mode="json"),
-    }
-    write_json(join_uri(config.out, "_job.json"), record)
-    error_text = ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"
-    log(f"done: {n_inputs} inputs -> {rows} rows in {config.out} (scored {scored}; errors {sum(errors.values())}: "
-        f"{error_text})")
-    if record["images_per_s"] is not None:
-        steady = record["steady_images_per_s"]
-        log(f"throughput: {record['images_per_s']:.1f} images/s ({counts['rows']} processed in "
-            f"{counts['elapsed_s']:.1f} s, model loading included; {elapsed:.1f} s end to end"
-            + (f"; {steady:.1f} images/s after the first block)" if steady else ")"))
-    if config.report:
-        record["report"] = _write_report(config.out, log)
-    log(f"parquet: {join_uri(config.out, 'part-*.parquet')}  job record: {join_uri(config.out, '_job.json')}")
+    check_not_source(config.src, config.out)
+    listing = list_source(config.src, exclude=config.out)
+    excluded = listing.excluded_text()
+    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
+    sha = check_weights(config, log)
+    check_destination(config.out, config.src)
+    with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
+        kept, dropped = _prepare_output(config, listing, sha, log)
+        targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
+        target_ids = set(targets.column("id").to_pylist())
+        done = kept & target_ids
+        n_inputs = targets.num_rows
+        blocks = plan_blocks(targets, done, config.block_size)
+        n_pending = n_inputs - len(done)
+        if done:
+            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
+                "missing")
+        del targets, done
+        counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
+        if blocks:
+            log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
+            # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
+            needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
+            with ensure_ray(min_cpus=needed, log=log):
+                counts = _execute(config, blocks, n_pending, log, scorer_cls)
+        del blocks
+        rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        elapsed = time.monotonic() - t0
+        record = {
+            "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
+            "n_inputs": n_inputs, "n_scored": scored, "errors_by_reason": errors, "n_processed": counts["rows"],
+            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped,
+            "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
+            "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts
+            else None,
+            "elapsed_s": round(elapsed, 3), "started": started_at.isoformat(),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(), "config": config.model_dump(mode="json"),
+        }
+        changed = bool(counts["rows"] or dropped) or read_json(record_uri(config.out)) is None
+        if changed:
+            write_json(record_uri(config.out), record)
+        error_text = ", ".join(f"{k}={v}" for k, v in errors.items()) or "none"
+        log(f"done: {n_inputs} inputs -> {rows} rows in {config.out} (scored {scored}; errors "
+            f"{sum(errors.values())}: {error_text})" + (f"; {excluded}" if excluded else ""))
+        if record["images_per_s"] is not None:
+            steady = record["steady_images_per_s"]
+            log(f"throughput: {record['images_per_s']:.1f} images/s ({counts['rows']} processed in "
+                f"{counts['elapsed_s']:.1f} s, model loading included; {elapsed:.1f} s end to end"
+                + (f"; {steady:.1f} images/s after the first block)" if steady else ")"))
+        if not changed:
+            log(f"nothing to do: {config.out} already holds every input; its run record and report are kept")
+        elif config.report:
+            record["report"] = _write_report(config.out, log)
+        log(f"parquet: {describe(config.out)}  run record: {record_uri(config.out)}")
     return record
 
 
-def _verify(out: str, input_ids: set[str]) -> tuple[int, int, dict[str, int]]:
-    """Check that ``out`` holds every input exactly once; return (rows, scored, errors by reason)."""
+def _verify(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
+    """Check that ``out`` holds every target input exactly once and no row of an input outside the
+    listing; return (rows of targets, scored, errors by reason)."""
     from ray_jobs.io import iter_part_columns
 
     seen: set[str] = set()
-    duplicates = 0
+    duplicates = strays = 0
     scored = 0
     errors: Counter[str] = Counter()
     for table in iter_part_columns(out, ["id", "error"]):
         for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True):
-            if id_ not in input_ids:
-                continue  # rows of an earlier, larger listing: kept, not counted
+            if id_ not in listed:
+                strays += 1
+                continue
             if id_ in seen:
                 duplicates += 1
                 continue
             seen.add(id_)
+            if id_ not in target_ids:
+                continue  # beyond --limit: kept from an earlier run, not counted
             if error is None:
                 scored += 1
             else:
                 errors[error] += 1
-    missing = len(input_ids) - len(seen)
-    if duplicates or missing:
-        raise RuntimeError(f"{out} holds {missing} inputs too few and {duplicates} duplicate rows; "
-                           "run the same command again to fill the gaps")
-    return len(seen), scored, dict(sorted(errors.items()))
+    missing = len(target_ids - seen)
+    if duplicates or missing or strays:
+        raise RuntimeError(f"{out} holds {missing} inputs too few, {duplicates} duplicate rows and {strays} rows of "
+                           "inputs not in the source; run the same command again to fill the gaps")
+    return len(seen & target_ids), scored, dict(sorted(errors.items()))
 
 
 CONFIG = ScoreJobConfig

@@ -12,11 +12,13 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ray_jobs.errors import UserError
+from ray_jobs.io import find_files
 from ray_jobs.runtime import filesystem_for, full_uri, protocol_of, redact
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
@@ -33,43 +35,79 @@ def is_manifest(src: str) -> bool:
 
 
 def describe_access_error(src: str, error: BaseException) -> SourceError:
-    """A :class:`SourceError` that says what failed and what to check, without any secret value."""
+    """A :class:`SourceError` that says what failed and what to check, without any secret value.
+
+    Credential and endpoint advice is given for object stores only; a local path gets file advice.
+    """
     text = redact(f"{type(error).__name__}: {error}".splitlines()[0])[:300]
+    local = protocol_of(src) == "file"
     if isinstance(error, PermissionError) or "AccessDenied" in text or "InvalidAccessKeyId" in text \
             or "SignatureDoesNotMatch" in text or "Forbidden" in text:
-        hint = ("access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+        hint = ("permission denied: check the file permissions of this path" if local else
+                "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
                 "AWS_PROFILE) and AWS_ENDPOINT_URL")
     elif isinstance(error, FileNotFoundError) or "NoSuchBucket" in text:
-        hint = "not found: check the bucket and prefix name (and AWS_ENDPOINT_URL for a non-AWS store)"
+        hint = ("not found: check the path" if local else
+                "not found: check the bucket and prefix name (and AWS_ENDPOINT_URL for a non-AWS store)")
     else:
         hint = "cannot be read"
     return SourceError(f"{src}: {hint} ({text})")
 
 
-def list_inputs(src: str, *, limit: int | None = None, exclude: str | None = None) -> pa.Table:
-    """All inputs of ``src`` as a table ``id: string, uri: string`` sorted by id, ids unique.
+@dataclass
+class Listing:
+    """The inputs of a source and what its listing saw but did not take (counted, never silent).
 
-    ``exclude``: a folder or prefix (the job's output) whose objects are never inputs, even inside ``src``.
+    Attributes:
+        inputs: ``id: string, uri: string`` sorted by id, ids unique.
+        excluded: rule -> count: ``hidden`` (a dot-file or a file under a dot-folder), ``output``
+            (the job's own ``--out`` inside SRC) and ``special`` (FIFOs, sockets, devices: reading one
+            could block the job forever).
+    """
+
+    inputs: pa.Table
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def excluded_text(self) -> str:
+        """``"excluded: 12 hidden files, 3 files of the job's own output"`` or ``""``."""
+        names = {"hidden": "hidden files (names starting with '.')", "output": "files of the job's own --out",
+                 "special": "special files (FIFOs, sockets, devices)"}
+        parts = [f"{count} {names.get(rule, rule)}" for rule, count in sorted(self.excluded.items()) if count]
+        return f"excluded: {', '.join(parts)}" if parts else ""
+
+
+def list_source(src: str, *, exclude: str | None = None) -> Listing:
+    """Every input of ``src`` (folder, prefix or manifest) plus the counts of what was excluded.
+
+    A folder or prefix: every object is an input (``_DSC0001.JPG``, ``_raw/x.jpg`` included), except
+    dot-files and files under dot-folders (``hidden``), the objects under ``exclude`` (``output``, the
+    job's own output folder) and special files (``special``); each rule's count is in the summary. A subfolder that cannot be listed fails the job (never skipped silently).
 
     Raises:
-        SourceError: ``src`` does not exist, cannot be read (credentials), or holds no input.
+        SourceError: ``src`` does not exist, cannot be read (credentials), a part of it cannot be listed,
+            or it holds no input.
         UserError: a manifest without a URI column, with empty URIs or with duplicate ids.
     """
     try:
-        table = _list_manifest(src) if is_manifest(src) else _list_prefix(src, exclude)
+        listing = _list_manifest(src) if is_manifest(src) else _list_prefix(src, exclude)
     except (SourceError, ValueError):
         raise
     except Exception as error:  # s3fs/botocore/OS errors: turn into one clear line
         raise describe_access_error(src, error) from None
-    if table.num_rows == 0:
-        raise SourceError(f"{src}: no input found (an empty folder, prefix or manifest); check SRC")
-    table = table.sort_by("id")
-    if limit is not None:
-        table = table.slice(0, limit)
-    return table
+    if listing.inputs.num_rows == 0:
+        more = f" ({listing.excluded_text()})" if listing.excluded_text() else ""
+        raise SourceError(f"{src}: no input found (an empty folder, prefix or manifest{more}); check SRC")
+    listing.inputs = listing.inputs.sort_by("id")
+    return listing
 
 
-def _list_prefix(src: str, exclude: str | None = None) -> pa.Table:
+def list_inputs(src: str, *, limit: int | None = None, exclude: str | None = None) -> pa.Table:
+    """The inputs of :func:`list_source` (``id, uri`` sorted by id), the first ``limit`` of them if given."""
+    table = list_source(src, exclude=exclude).inputs
+    return table.slice(0, limit) if limit is not None else table
+
+
+def _list_prefix(src: str, exclude: str | None = None) -> Listing:
     fs, root = filesystem_for(src)
     skip = None
     if exclude and protocol_of(exclude) == protocol_of(src):
@@ -82,17 +120,26 @@ def _list_prefix(src: str, exclude: str | None = None) -> pa.Table:
         raise SourceError(f"{src} is a single file; SRC must be a folder, a prefix or a manifest "
                           f"({', '.join(MANIFEST_SUFFIXES)})")
     root = root.rstrip("/")
+    special: list[str] = []
+    try:
+        found = find_files(fs, root, src, special)
+    except UserError as error:
+        raise SourceError(str(error)) from None
     ids: list[str] = []
     uris: list[str] = []
-    for path in sorted(fs.find(root)):
+    excluded = {"hidden": 0, "output": 0, "special": len(special)}
+    for path in found:
         if skip and (path + "/").startswith(skip):
-            continue  # the job's own output folder inside SRC
+            excluded["output"] += 1  # the job's own output folder inside SRC
+            continue
         rel = posixpath.relpath(path, root) if protocol_of(src) != "file" else _local_rel(path, root)
-        if any(part.startswith((".", "_")) for part in rel.split("/")):
-            continue  # hidden files and job outputs (_job.json, _tmp-*) are not inputs
+        if any(part.startswith(".") for part in rel.split("/")):
+            excluded["hidden"] += 1
+            continue
         ids.append(rel)
         uris.append(full_uri(fs, path))
-    return pa.table({"id": pa.array(ids, pa.string()), "uri": pa.array(uris, pa.string())})
+    table = pa.table({"id": pa.array(ids, pa.string()), "uri": pa.array(uris, pa.string())})
+    return Listing(table, excluded)
 
 
 def _local_rel(path: str, root: str) -> str:
@@ -110,6 +157,9 @@ def read_manifest_table(src: str) -> pa.Table:
         raise SourceError(f"{src}: manifest not found; check the path (and AWS_ENDPOINT_URL for S3)")
     with fs.open(path, "rb") as handle:
         data = handle.read()
+    if not data.strip():
+        raise SourceError(f"manifest {src} is empty: expected a table with a 'uri' column (and optionally 'id'), "
+                          "one row per input")
     lower = src.lower()
     if lower.endswith(".parquet"):
         return pq.read_table(io.BytesIO(data))
@@ -119,7 +169,7 @@ def read_manifest_table(src: str) -> pa.Table:
     return pajson.read_json(io.BytesIO(data))
 
 
-def _list_manifest(src: str) -> pa.Table:
+def _list_manifest(src: str) -> Listing:
     raw = read_manifest_table(src)
     column = next((name for name in URI_COLUMNS if name in raw.column_names), None)
     if column is None:
@@ -140,7 +190,7 @@ def _list_manifest(src: str) -> pa.Table:
     if duplicates:
         raise UserError(f"manifest {src}: {len(duplicates)} ids occur more than once (e.g. "
                          f"{duplicates[:3]}); every id must be unique, the output is keyed by it")
-    return table
+    return Listing(table)
 
 
 def _local_dir(path: str) -> str:
@@ -157,19 +207,45 @@ def _resolve(uri: str, fs, base_dir: str, src: str) -> str:
     return full_uri(fs, posixpath.join(base_dir, uri))
 
 
-def check_destination(dst: str) -> None:
-    """Fail fast when ``dst`` cannot be written: a missing bucket or wrong credentials."""
+def check_not_source(src: str, dst: str) -> None:
+    """Refuse ``--out`` equal to the source folder (the listing would take the scores for inputs)."""
+    if not is_manifest(src) and protocol_of(src) == protocol_of(dst) \
+            and filesystem_for(src)[1].rstrip("/") == filesystem_for(dst)[1].rstrip("/"):
+        raise SourceError(f"--out {dst} is the source folder itself: the scores would be mixed with the images; "
+                          "give an --out outside SRC (or a subfolder of it, which the listing skips)")
+
+
+def check_destination(dst: str, src: str | None = None) -> None:
+    """Fail fast when ``dst`` cannot hold a job's output: it is the source itself, a file, a missing
+    bucket, or not writable (read-only folder, wrong credentials). Writes (and removes) one probe file
+    under ``DST/_iqa/``; call it only once the job is sure to start (nothing is left behind otherwise)."""
+    from ray_jobs.io import META_DIR
+
     fs, root = filesystem_for(dst)
+    root = root.rstrip("/")
+    if src is not None:
+        check_not_source(src, dst)
     try:
-        if protocol_of(dst) == "file":
-            fs.makedirs(root, exist_ok=True)
-            return
-        bucket = root.split("/", 1)[0]
         fs.invalidate_cache()
-        if not fs.exists(bucket):
-            raise SourceError(f"{dst}: bucket '{bucket}' not found; create it or fix --out")
-        fs.ls(root.rstrip("/")) if fs.exists(root) else None
+        if protocol_of(dst) != "file":
+            bucket = root.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise SourceError(f"{dst}: bucket '{bucket}' not found; create it or fix --out")
+        if fs.isfile(root):
+            raise SourceError(f"--out {dst} is a file; give a folder or prefix for the output")
+        probe = f"{root}/{META_DIR}/probe-{os.getpid()}"
+        if protocol_of(dst) == "file":
+            fs.makedirs(f"{root}/{META_DIR}", exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
     except SourceError:
         raise
     except Exception as error:
+        from fsspec.implementations.local import LocalFileSystem
+
+        local = isinstance(fs, LocalFileSystem)
+        if isinstance(error, PermissionError) or (isinstance(error, OSError) and error.errno == 30):
+            how = "check the folder's permissions" if local else "check the credentials' write permission"
+            raise SourceError(f"--out {dst} is not writable ({type(error).__name__}: "
+                              f"{redact(str(error)).splitlines()[0][:200]}): {how}, or give a writable --out") from None
         raise describe_access_error(dst, error) from None

@@ -9,9 +9,14 @@
 The sorted image listing is cut into shards of ``images_per_shard`` images (shard i always holds the same
 images). Each shard is built by one Ray Data task: read and decode each image, draw its samples with a
 seed derived from (seed, image id), encode the crops as PNG, write ``shard-<i>.parquet`` and then the
-done marker ``_done/shard-<i>.json`` (sha256, rows, skipped images). A rerun re-verifies each marker
-against the shard's sha256 and rebuilds only missing or partial shards, so a crashed run completes without
-duplicates; ``manifest.json`` is written last. Degradations are not applied here: training workers
+done marker ``_done/shard-<i>.json`` (sha256, rows, skipped images, and the sha256 of the image ids it
+was built from). A rerun reuses a shard only when its marker matches both the shard's bytes and the
+image ids the current listing puts in it, and rebuilds the others; shards beyond the current listing are
+deleted. So after any sequence of runs over a changing source every usable image is in exactly one
+shard: images added to the source are taken in (every shard from the first one whose images changed is
+rebuilt), images removed leave. ``manifest.json`` is removed when a run starts and written last, so a
+folder whose run did not finish is refused by ``shards_dataset`` instead of read half-updated. A run
+that keeps no sample at all (e.g. a crop larger than every image) is refused (exit 2) without a manifest. Degradations are not applied here: training workers
 materialise them on their own device (:mod:`iqa_plugin.data.materialize`). Row schema: :mod:`ray_jobs.shards.data`.
 """
 
@@ -23,6 +28,7 @@ import io
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +36,7 @@ import numpy as np
 
 from ray_jobs.cli import job_main
 from ray_jobs.errors import UserError
+from ray_jobs.io import find_files
 from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for
 from ray_jobs.shards.config import ShardsJobConfig
 from ray_jobs.shards.data import MANIFEST_NAME, SCHEMAS
@@ -43,17 +50,20 @@ FORMAT_VERSION = 1
 def list_images(fs: Any, root: str, extensions: tuple[str, ...]) -> tuple[list[tuple[str, str]], int]:
     """Sorted ``(image_id, path)`` of the image files under ``root`` and the number of other files.
 
-    ``image_id`` is the path relative to ``root`` (posix); hidden files and folders are ignored.
+    ``image_id`` is the path relative to ``root`` (posix); dot-files and files under dot-folders are not
+    images (counted with the other files); ``_``-prefixed names are images like any other.
 
     Raises:
-        UserError: ``root`` holds no file at all.
+        UserError: ``root`` holds no file at all, or a folder under it cannot be listed.
     """
     root = root.rstrip("/")
-    files = sorted(fs.find(root))
+    where = fs.unstrip_protocol(root)
+    files = find_files(fs, root, where)
     if not files:
+        local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol))
         raise UserError(
-            f"No file under the pristine source {fs.unstrip_protocol(root)!r}: check the --source folder or "
-            "prefix (and for S3 the endpoint and credentials in AWS_*)."
+            f"No file under the pristine source {where!r}: check the --source folder"
+            + ("." if local else " or prefix (and the S3 endpoint and credentials in AWS_*).")
         )
     endings = tuple(ext.lower() for ext in extensions)
     images, ignored = [], 0
@@ -66,6 +76,11 @@ def list_images(fs: Any, root: str, extensions: tuple[str, ...]) -> tuple[list[t
     return images, ignored
 
 
+def images_digest(images: list[Any]) -> str:
+    """sha256 of a shard's image ids: a shard is reused only for exactly the images it was built from."""
+    return hashlib.sha256(json.dumps([image_id for image_id, _ in images]).encode()).hexdigest()
+
+
 def _sha256_of(fs: Any, path: str) -> str | None:
     try:
         return hashlib.sha256(fs.cat_file(path)).hexdigest()
@@ -73,13 +88,16 @@ def _sha256_of(fs: Any, path: str) -> str | None:
         return None
 
 
-def _completed_marker(out_fs: Any, out_root: str, name: str) -> dict[str, Any] | None:
-    """The shard's done marker if the shard on storage still has the sha256 it records, else None."""
+def _completed_marker(out_fs: Any, out_root: str, name: str, digest: str) -> dict[str, Any] | None:
+    """The shard's done marker if it was built from the images of ``digest`` and the shard on storage
+    still has the sha256 it records, else None."""
     marker_path = f"{out_root}/{DONE_DIR}/{name.replace('.parquet', '.json')}"
     try:
         marker = json.loads(out_fs.cat_file(marker_path).decode("utf-8"))
     except (FileNotFoundError, ValueError):
         return None
+    if marker.get("images_sha256") != digest:
+        return None  # the source changed: this shard's images are not the ones it holds
     if _sha256_of(out_fs, f"{out_root}/{name}") != marker.get("sha256"):
         return None
     return marker
@@ -98,7 +116,8 @@ def build_shard(
     out_root = out_root.rstrip("/")
 
     name = spec["name"]
-    marker = _completed_marker(out_fs, out_root, name)
+    digest = images_digest(spec["images"])
+    marker = _completed_marker(out_fs, out_root, name, digest)
     if marker is not None:
         return {**marker, "reused": True}
     realsr_json = realsr_config_json(config) if config.kind == "sr" else ""
@@ -134,6 +153,7 @@ def build_shard(
         "rows": table.num_rows,
         "images": len(spec["images"]),
         "images_used": len(spec["images"]) - len(skipped),
+        "images_sha256": digest,
         "skipped": skipped,
     }
     out_fs.pipe_file(f"{out_root}/{DONE_DIR}/{name.replace('.parquet', '.json')}", json.dumps(marker).encode())
@@ -192,7 +212,7 @@ def run_shards_job(
     src_fs, src_root = filesystem_for(config.source, settings)
     out_fs, out_root = filesystem_for(config.out, settings)
     out_root = out_root.rstrip("/")
-    images, ignored = list_images(src_fs, src_root, config.extensions)
+    images, ignored = _list_and_check(config, src_fs, src_root, out_fs, out_root)
     if config.max_images is not None:
         images = images[: config.max_images]
     if not images:
@@ -200,13 +220,15 @@ def run_shards_job(
             f"No image file under {config.source!r} ({ignored} other files; endings read: "
             f"{', '.join(config.extensions)}): point --source at the pristine images."
         )
-    _check_previous_config(out_fs, out_root, config)
+    _guarded(config.out, lambda: _check_previous_config(out_fs, out_root, config))
     per = config.images_per_shard
     specs = [
         {"index": i, "name": f"shard-{i:05d}.parquet", "images": images[start : start + per]}
         for i, start in enumerate(range(0, len(images), per))
     ]
     progress(f"iqa shards: {len(images)} images -> {len(specs)} shards of <= {per} under {config.out}")
+    if out_fs.exists(f"{out_root}/{MANIFEST_NAME}"):
+        out_fs.rm_file(f"{out_root}/{MANIFEST_NAME}")  # until this run ends, the folder is not a finished job
     with ensure_ray(min_cpus=1, log=progress):
         build = shard_task(config, tuple(KINDS), settings)
         dataset = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
@@ -223,6 +245,16 @@ def run_shards_job(
                     f"{done_images / max(last - started, 1e-9):.1f} images/s"
                 )
     markers.sort(key=lambda m: m["index"])
+    removed = _remove_stale_shards(out_fs, out_root, {str(spec["name"]) for spec in specs})
+    if removed:
+        progress(f"iqa shards: removed {removed} shard(s) of an earlier, longer listing")
+    if not any(m["rows"] for m in markers):
+        reasons = Counter(entry["reason"] for m in markers for entry in m["skipped"])
+        raise UserError(
+            f"no sample from the {len(images)} images of {config.source!r}: every image was skipped "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}, see {DONE_DIR}/ for each image); "
+            f"lower --{'crop' if config.kind == 'qualiclip' else 'hr-size'} below the images' shorter side "
+            "or give larger pristine images")
     manifest = _manifest(config, markers, images_listed=len(images), files_ignored=ignored)
     out_fs.pipe_file(f"{out_root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2, sort_keys=True).encode())
     seconds = time.perf_counter() - started
@@ -240,6 +272,39 @@ def run_shards_job(
         f"{run['reused']} reused); manifest {config.out.rstrip('/')}/{MANIFEST_NAME}"
     )
     return {**manifest, "run": run}
+
+
+def _guarded(where: str, action: Callable[[], Any]) -> Any:
+    """Run a storage ``action`` of the driver; a store or OS error becomes one line with advice."""
+    from ray_jobs.score.sources import describe_access_error
+
+    try:
+        return action()
+    except UserError:
+        raise
+    except Exception as error:  # botocore / s3fs / OS errors: one line, local or object-store advice
+        raise UserError(str(describe_access_error(where, error))) from None
+
+
+def _list_and_check(config: ShardsJobConfig, src_fs: Any, src_root: str, out_fs: Any,
+                    out_root: str) -> tuple[list[tuple[str, str]], int]:
+    """The source's images, after checking that the source can be listed and ``out`` is not a file."""
+    images, ignored = _guarded(config.source, lambda: list_images(src_fs, src_root, config.extensions))
+    if _guarded(config.out, lambda: out_fs.isfile(out_root)):
+        raise UserError(f"--out {config.out} is a file; give a folder or prefix for the shards")
+    return images, ignored
+
+
+def _remove_stale_shards(out_fs: Any, out_root: str, current: set[str]) -> int:
+    """Delete shards (and their markers) that the current listing no longer has; return how many."""
+    names = [path.rsplit("/", 1)[-1] for path in out_fs.find(out_root, maxdepth=1)]
+    stale = [name for name in names if name.startswith("shard-") and name.endswith(".parquet") and name not in current]
+    for name in stale:
+        out_fs.rm_file(f"{out_root}/{name}")
+        marker = f"{out_root}/{DONE_DIR}/{name.replace('.parquet', '.json')}"
+        if out_fs.exists(marker):
+            out_fs.rm_file(marker)
+    return len(stale)
 
 
 def _manifest(config: ShardsJobConfig, markers: list[dict[str, Any]], *, images_listed: int, files_ignored: int) -> dict:

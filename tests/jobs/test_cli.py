@@ -59,9 +59,11 @@ def test_flags_are_derived_from_the_fields(demo_job, capsys):
     help_text = parser.format_help()
     assert "images per batch (default: 4)" in help_text and "--report, --no-report" in help_text
     assert "--resources" not in help_text  # dicts are YAML-only
-    with pytest.raises(SystemExit) as bad_choice:
-        parser.parse_args(["--dtype", "fp64"])
-    assert bad_choice.value.code == 2 and "invalid choice: 'fp64'" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"argument --dtype: invalid choice: 'fp64' .*; see iqa demo --help"):
+        parser.parse_args(["--dtype", "fp64"])  # one line through the wrapper (exit 2), not argparse's usage
+    assert cli.job_main("demo", ["--dtype", "fp64"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid choice: 'fp64'" in err and "usage:" not in err
 
 
 def test_flags_win_over_yaml(demo_job, tmp_path, capsys):

@@ -92,7 +92,7 @@ def test_selection_keeps_exact_ids_in_rank_order(local_scores, option, expected)
     dst, _ = local_scores
     result = curate(dst, **option)
     assert (result.n_rows, result.n_scored, result.n_errors, result.n_kept) == (15, 12, 3, len(expected))
-    assert result.out == str(Path(dst) / "curated" / "kept.parquet")
+    assert result.out == str(Path(dst)) + "-curated/kept.parquet"  # beside the scores, never inside
     kept = pq.read_table(result.out)
     assert kept["id"].to_pylist() == expected
     assert kept["rank"].to_pylist() == list(range(1, len(expected) + 1))
@@ -143,12 +143,12 @@ def test_copy_between_s3_and_local(photos, tmp_path, s3):
 
     to_s3 = curate("s3://src/scores/", top_k=4, copy_to="s3://clean/best/")
     assert (to_s3.copied, to_s3.skipped, to_s3.n_kept) == (4, 0, 4)
-    assert to_s3.out == "s3://src/scores/curated/kept.parquet"
+    assert to_s3.out == "s3://src/scores-curated/kept.parquet"
     s3.invalidate_cache()
     assert sorted(s3.find("clean/best")) == sorted(
         f"clean/best/{paths[i].relative_to(tmp_path / 'photos').as_posix()}" for i in RANKED[:4])
     assert s3.cat_file(f"clean/best/cat1/{paths['img07'].name}") == paths["img07"].read_bytes()
-    with s3.open("src/scores/curated/kept.parquet", "rb") as handle:
+    with s3.open("src/scores-curated/kept.parquet", "rb") as handle:
         assert pq.read_table(handle)["id"].to_pylist() == RANKED[:4]
     rerun = curate("s3://src/scores/", top_k=4, copy_to="s3://clean/best/")
     assert (rerun.copied, rerun.skipped) == (0, 4)
@@ -204,10 +204,11 @@ def test_invalid_options_are_clear_errors(local_scores, kwargs, message):
 def test_cli_errors(tmp_path, capsys):
     assert curate_job.main(["--scores", str(tmp_path), "--top-k", "1"]) == 2
     assert "no score files" in capsys.readouterr().err
-    for argv in (["--scores", "x"], ["--scores", "x", "--top-k", "1", "--min-score", "0.5"]):
-        with pytest.raises(SystemExit) as exit_info:
-            curate_job.main(argv)
-        assert exit_info.value.code == 2
+    for argv, message in ((["--scores", "x"], "one of the arguments --min-score --top-k --top-percent is required"),
+                          (["--scores", "x", "--top-k", "1", "--min-score", "0.5"], "not allowed with argument")):
+        assert curate_job.main(argv) == 2  # argparse's errors go through the wrapper: one line, exit 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err and "usage:" not in err
     assert curate_job.main(["--scores", str(tmp_path), "--top-percent", "0"]) == 2
     assert "top_percent must be in (0, 100]" in capsys.readouterr().err
 
@@ -239,3 +240,48 @@ def test_only_error_rows_keeps_nothing(tmp_path):
     result = curate(str(tmp_path / "scores"), top_percent=100, copy_to=str(tmp_path / "clean"))
     assert (result.n_scored, result.n_errors, result.n_kept, result.copied) == (0, 3, 0, 0)
     assert pq.read_table(result.out).num_rows == 0
+
+
+GLOB_NAMES = ["a[1].jpg", "b*.jpg", "c?.jpg", "[x]/d.jpg"]
+
+
+def _glob_named_scores(fs, photos: list[Path], src: str, dst: str, tmp_path: Path) -> dict[str, bytes]:
+    """Score rows for files whose names hold fsspec glob characters; returns name -> bytes."""
+    data = {name: photos[i % len(photos)].read_bytes() for i, name in enumerate(GLOB_NAMES)}
+    rows = []
+    for i, (name, payload) in enumerate(data.items()):
+        fs.pipe_file(f"{src}/{name}", payload)
+        uri = f"s3://{src}/{name}" if fs.protocol[0] == "s3" else f"{src}/{name}"
+        rows.append(dict(id=name, uri=uri, bytes=len(payload), width=64, height=48, model="qualiclip",
+                         weights_sha256="ab" * 32, score=0.9 - i / 10, error=None))
+    rows.append(dict(id="plain.jpg", uri=f"{rows[0]['uri'].rsplit('/', 1)[0]}/plain.jpg", bytes=1, width=64,
+                     height=48, model="qualiclip", weights_sha256="ab" * 32, score=0.01, error=None))
+    _write(fs, dst, rows)
+    return data
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_copy_names_with_glob_characters_land_once_at_their_key(photos, tmp_path, store, request):
+    if store == "s3":
+        fs = request.getfixturevalue("s3")
+        fs.mkdir("src")
+        src, dst, to = "src/photos", "src/scores", "s3://src/clean"
+        there = lambda name: fs.cat_file(f"src/clean/{name}")  # noqa: E731
+        listing = lambda: sorted(p.removeprefix("src/clean/") for p in fs.find("src/clean"))  # noqa: E731
+        scores = "s3://src/scores"
+    else:
+        fs = LocalFileSystem(auto_mkdir=True)
+        src, dst, to = str(tmp_path / "photos"), str(tmp_path / "scores"), str(tmp_path / "clean")
+        there = lambda name: (tmp_path / "clean" / name).read_bytes()  # noqa: E731
+        listing = lambda: sorted(p.relative_to(tmp_path / "clean").as_posix()  # noqa: E731
+                                 for p in (tmp_path / "clean").rglob("*") if p.is_file())
+        scores = dst
+    data = _glob_named_scores(fs, photos, src, dst, tmp_path)
+    first = curate(scores, top_k=len(GLOB_NAMES), copy_to=to)
+    assert (first.copied, first.skipped, first.failed) == (len(GLOB_NAMES), 0, 0), first.failures
+    if store == "s3":
+        fs.invalidate_cache()
+    assert listing() == sorted(GLOB_NAMES)  # each at its own key, nothing else written
+    assert all(there(name) == payload for name, payload in data.items())
+    again = curate(scores, top_k=len(GLOB_NAMES), copy_to=to)
+    assert (again.copied, again.skipped, again.failed) == (0, len(GLOB_NAMES), 0)

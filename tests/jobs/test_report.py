@@ -70,7 +70,7 @@ def make_collection(photos: list[Path], root: Path) -> list[dict]:
 
 
 def write_output(fs, dst: str, rows: list[dict], *, n_parts: int = 3, n_inputs: int | None = None) -> None:
-    """Write ``rows`` as ``dst/part-*.parquet`` and a ``dst/_job.json`` like the score job's."""
+    """Write ``rows`` as ``dst/part-*.parquet`` and a ``dst/_iqa/job.json`` like the score job's."""
     fs.makedirs(dst, exist_ok=True)
     for i in range(n_parts):
         part = pa.Table.from_pylist(rows[i::n_parts], schema=SCHEMA)
@@ -83,7 +83,8 @@ def write_output(fs, dst: str, rows: list[dict], *, n_parts: int = 3, n_inputs: 
                n_scored=sum(r["error"] is None for r in rows), errors_by_reason=errors, images_per_s=123.4,
                elapsed_s=75.5, started="2026-11-26T10:00:00Z", finished="2026-11-26T10:01:15Z",
                config=dict(src="/data/photos", resolution="native", batch_size=32, aws_secret_access_key="x"))
-    with fs.open(f"{dst}/_job.json", "wb") as handle:
+    fs.makedirs(f"{dst}/_iqa", exist_ok=True)
+    with fs.open(f"{dst}/_iqa/job.json", "wb") as handle:
         handle.write(json.dumps(job).encode())
 
 
@@ -115,7 +116,7 @@ def local_output(photos, tmp_path):
 def test_report_shows_counts_thumbnails_and_errors(local_output):
     dst, rows = local_output
     written = write_report(dst)
-    assert written == str(Path(dst) / "report.html")
+    assert written == str(Path(dst) / "_iqa" / "report.html")
     page = Path(written).read_text()
     elements = _parse(page)
     counts = {a["data-count"]: a["data-value"] for _, a in elements if "data-value" in a}
@@ -171,9 +172,9 @@ def test_report_on_s3(photos, tmp_path, s3):
             row["uri"] = f"s3://{key}"
     write_output(s3, "bucket/scores", rows)
     written = write_report("s3://bucket/scores/", thumbnails=4)
-    assert written == "s3://bucket/scores/report.html"
+    assert written == "s3://bucket/scores/_iqa/report.html"
     s3.invalidate_cache()
-    page = s3.cat_file("bucket/scores/report.html").decode()
+    page = s3.cat_file("bucket/scores/_iqa/report.html").decode()
     assert len([1 for tag, _ in _parse(page) if tag == "img"]) == 8
 
 

@@ -95,7 +95,7 @@ def test_driver_killed_mid_job_then_same_command_resumes(tmp_path, ray_local, fa
     assert re.search(rf"scoring {40 - already} inputs .* in {(40 - already + 3) // 4} blocks", second.stdout)
     assert_every_input_once(str(out), ids)
     assert len(list_parts(str(out))) == 10
-    record = json.loads((out / "_job.json").read_text())
+    record = json.loads((out / "_iqa" / "job.json").read_text())
     assert (record["n_inputs"], record["n_scored"], record["n_resumed"]) == (40, 40, already)
 
 

@@ -21,9 +21,9 @@ from ray_jobs.runtime import StorageSettings, filesystem_for
 from ray_jobs.score import job as score
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.job import plan_blocks, run_job, stage_arguments
-from ray_jobs.score.sources import SourceError, list_inputs
+from ray_jobs.score.sources import SourceError, list_inputs, list_source
 from ray_jobs.score.stages import OUTPUT_SCHEMA, FetchError, fetch_and_decode_blocks, fetch_bytes
-from tests.helpers import encode, fast_config, good_images, read_output
+from tests.helpers import authenticating_s3, encode, fast_config, good_images, read_output
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3rSecretValue-do-not-print"
@@ -94,17 +94,22 @@ def test_default_pixel_limit_matches_the_decoder():
     assert ScoreJobConfig(src="a", out="b").max_pixels == DEFAULT_MAX_PIXELS
 
 
-def test_folder_listing_ids_are_relative_and_skip_hidden_and_job_files(tmp_path):
-    for name in ("b.jpg", "a/x.png", ".hidden.jpg", "_job.json", "a/.cache/y.jpg"):
+def test_folder_listing_takes_underscore_names_and_counts_what_it_excludes(tmp_path):
+    for name in ("b.jpg", "a/x.png", ".hidden.jpg", "_DSC0001.JPG", "_raw/y.jpg", "a/.cache/y.jpg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     table = list_inputs(str(tmp_path))
-    assert table.column("id").to_pylist() == ["a/x.png", "b.jpg"]
-    assert table.column("uri").to_pylist() == [str(tmp_path / "a/x.png"), str(tmp_path / "b.jpg")]
+    assert table.column("id").to_pylist() == ["_DSC0001.JPG", "_raw/y.jpg", "a/x.png", "b.jpg"]
+    assert table.column("uri").to_pylist()[2:] == [str(tmp_path / "a/x.png"), str(tmp_path / "b.jpg")]
     assert list_inputs(str(tmp_path), limit=1).num_rows == 1
     (tmp_path / "a" / "scores").mkdir()
     (tmp_path / "a" / "scores" / "part-0.parquet").write_bytes(b"x")  # the job's own output inside SRC
-    assert list_inputs(str(tmp_path), exclude=str(tmp_path / "a" / "scores")).num_rows == 2
+    listing = list_source(str(tmp_path), exclude=str(tmp_path / "a" / "scores"))
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")  # reading a FIFO would block the job forever
+    listing = list_source(str(tmp_path), exclude=str(tmp_path / "a" / "scores"))
+    assert listing.inputs.num_rows == 4 and listing.excluded == {"hidden": 2, "output": 1, "special": 1}
+    assert listing.excluded_text() == ("excluded: 2 hidden files (names starting with '.'), "
+                                       "1 files of the job's own --out, 1 special files (FIFOs, sockets, devices)")
     with pytest.raises(SourceError, match="not found"):
         list_inputs(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
@@ -234,8 +239,11 @@ def test_resume_into_an_output_of_another_model_is_refused(tmp_path):
     write_parquet_part(block_output_table({
         "ids": ["a.jpg"], "uris": ["/a.jpg"], "bytes": [1], "width": [40], "height": [40], "model": "other",
         "weights_sha256": None, "score": [0.5], "error": [None]}), str(tmp_path / "out"), "k")
-    with pytest.raises(SourceError, match="holds scores of model 'other', not 'qualiclip'"):
-        run_job(ScoreJobConfig(src=str(tmp_path / "src"), out=str(tmp_path / "out")), log=lambda line: None)
+    config = ScoreJobConfig(src=str(tmp_path / "src"), out=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"holds 1 rows of another run identity \(model other -> qualiclip.*"
+                                          r"give a new --out, or add --rescore"):
+        score.check_identity(config.out, score.identity_of(config, "f" * 64), score.scan_output(config.out),
+                             rescore=False)
 
 
 def test_failure_line_names_the_root_cause_in_one_line(monkeypatch):
@@ -286,35 +294,12 @@ def test_cli_offline_without_weights_fails_before_ray(tmp_path, photos):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("part-*.parquet"))
 
 
-_AUTH_SERVER = """
-import logging, os, sys
-os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-host, port = server.get_host_and_port()
-print(f"ENDPOINT http://{host}:{port}", flush=True)
-sys.stdin.read()
-"""
-
-
 @pytest.mark.slow
 def test_cli_wrong_credentials_fail_fast_without_secrets(tmp_path):
-    server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        line = ""
-        while not line.startswith("ENDPOINT"):
-            line = server.stdout.readline()
-            assert line, "the authenticating S3 server did not start"
-        endpoint = line.split()[1]
+    with authenticating_s3() as endpoint:
         result = _cli(["s3://photos/in/", "--out", "s3://photos/out/"],
                       {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY",
                        "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"})
-    finally:
-        server.kill()
-        server.wait()
     assert result.returncode == 2
     assert "access denied: check the credentials" in result.stderr
     assert "Traceback" not in result.stderr and "ray:" not in result.stdout
@@ -365,7 +350,7 @@ def test_s3_collection_with_broken_objects_every_input_exactly_once(s3, ray_loca
     parts = list_parts("s3://scores/run/")
     assert len(parts) == math.ceil(len(expected) / 32)
 
-    fs, path = filesystem_for("s3://scores/run/_job.json")
+    fs, path = filesystem_for("s3://scores/run/_iqa/job.json")
     job = json.loads(fs.cat_file(path))
     assert job["n_inputs"] == len(expected) == record["n_inputs"]
     assert job["n_scored"] == sum(1 for r in expected.values() if r is None)
@@ -374,11 +359,12 @@ def test_s3_collection_with_broken_objects_every_input_exactly_once(s3, ray_loca
     assert job["images_per_s"] > 0 and job["config"]["block_size"] == 32
     assert any(line.startswith("done: 204 inputs -> 204 rows") for line in logs), logs
     assert SECRET not in json.dumps(job)
-    assert record["report"] == "s3://scores/run/report.html" and s3.exists("scores/run/report.html")
+    assert record["report"] == "s3://scores/run/_iqa/report.html" and s3.exists("scores/run/_iqa/report.html")
 
-    again: list[str] = []
+    again: list[str] = []  # the transient 'missing' row is retried (still missing), nothing else is redone
     run_job(config.model_copy(update={"report": False}), log=again.append)
-    assert "scoring 0 inputs" in " ".join(again) and len(list_parts("s3://scores/run/")) == len(parts)
+    assert "scoring 1 inputs" in " ".join(again) and len(list_parts("s3://scores/run/")) == len(parts) + 1
+    assert sorted(read_output("s3://scores/run/").column("id").to_pylist()) == sorted(expected)
 
 
 @pytest.mark.slow

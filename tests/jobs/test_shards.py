@@ -147,6 +147,45 @@ def test_rerun_after_lost_and_partial_shards_completes_without_duplicates(local_
     assert len(ids) == len(set(ids)) == first["counts"]["samples"] == 24
 
 
+def _image_ids_per_shard_file(out: Path) -> dict[str, list[str]]:
+    """image_id -> the shard files holding its samples, over every shard file in the folder."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(out.glob("shard-*.parquet")):
+        for image_id in set(pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()):
+            where.setdefault(image_id, []).append(path.name)
+    return where
+
+
+@pytest.mark.slow
+def test_source_that_changes_between_runs_keeps_every_image_in_exactly_one_shard(local_pristine, tmp_path,
+                                                                                   ray_local, photos):
+    out = tmp_path / "shards"
+    config = _config(str(local_pristine), str(out))
+    run_shards_job(config, progress=lambda line: None)
+    extra = pristine_files(photos, 15)
+    for name in sorted(extra)[12:15]:  # new images sort between the old ones (before broken/ and tiny.png)
+        (local_pristine / name).write_bytes(extra[name])
+    (local_pristine / "_DSC0001.png").write_bytes(extra[sorted(extra)[0]])  # sorts first
+    removed = sorted(local_pristine.glob("05_*.png"))[0]
+    removed.unlink()
+    for step in ("grown", "shrunk"):
+        if step == "shrunk":
+            for name in sorted(extra)[12:15]:
+                (local_pristine / name).unlink()
+        manifest = run_shards_job(config, progress=lambda line: None)
+        usable = {p.relative_to(local_pristine).as_posix() for p in local_pristine.rglob("*.png")}
+        usable -= {"broken/truncated.png", "tiny.png"}
+        where = _image_ids_per_shard_file(out)
+        assert set(where) == usable, step  # every usable image of the current listing, no removed one
+        assert all(len(files) == 1 for files in where.values()), step  # each in exactly one shard
+        files = sorted(out.glob("shard-*.parquet"))
+        counts = manifest["counts"]
+        assert counts["shards"] == len(files) == len(manifest["shards"])
+        assert counts["samples"] == sum(pq.read_metadata(f).num_rows for f in files) == 2 * len(usable)
+        assert counts["images_used"] == len(usable) and counts["images"] == len(usable) + 2
+        assert json.loads((out / "manifest.json").read_text())["counts"] == counts
+
+
 @pytest.mark.slow
 def test_out_holding_another_config_is_refused(local_pristine, tmp_path, ray_local):
     out = tmp_path / "shards"
