@@ -55,9 +55,9 @@ class SRModel:
         self.scale = int(scale if scale is not None else getattr(network, "scale", 0))
         if self.scale < 1:
             raise ValueError(f"{name}: the network has no 'scale' attribute; pass scale= (e.g. 4)")
-        if tile < 0 or tile_overlap < 0 or (tile and tile_overlap >= tile):
+        if tile < 0 or tile_overlap < 0:
             raise ValueError(f"tile={tile}, tile_overlap={tile_overlap}: expected tile >= 0 (0 = no tiling) "
-                             "and 0 <= tile_overlap < tile, e.g. tile=256, tile_overlap=32")
+                             "and tile_overlap >= 0, e.g. tile=256, tile_overlap=32")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision={precision!r}: expected 'auto', 'fp32' or 'bf16'")
         self.device = torch.device(device) if device is not None else torch.device(
