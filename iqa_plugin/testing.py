@@ -161,3 +161,31 @@ def fabricate_rrdbnet_checkpoint(path: str | Path, layout: str = "official", *, 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({wrap: state} if wrap else state, path)
     return path
+
+
+def fabricate_openai_clip_archive(path: str | Path, seed: int = 0) -> Path:
+    """Write a fabricated OpenAI ``RN50.pt``: a TorchScript archive of the whole CLIP RN50 in fp16 (as OpenAI
+    publishes it, about 200 MB) whose state dict has the OpenAI key names; returns its path."""
+    path = Path(path)
+    state = fabricated_clip_state_dict(seed)
+
+    class _Holder(torch.nn.Module):  # the archive only has to carry the tensors under their names
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    holder = _Holder()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        module = holder
+        for name in parents:
+            if not hasattr(module, name):
+                module.add_module(name, torch.nn.Module())
+            module = getattr(module, name)
+        module.register_buffer(leaf, value.half() if value.is_floating_point() else value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(holder), str(path))
+    return path
