@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from iqa_plugin.registration import register, register_when_pyiqa_imports
 
 __version__ = "0.1.0"
-__all__ = ["BatchScorer", "register", "__version__"]
+__all__ = ["BatchScorer", "create_sr_model", "register", "__version__"]
 
 if TYPE_CHECKING:
     from iqa_plugin.inference.scorer import BatchScorer
+    from iqa_plugin.inference.sr import create_sr_model
 
 
 def __getattr__(name: str):
@@ -28,6 +29,10 @@ def __getattr__(name: str):
         from iqa_plugin.inference.scorer import BatchScorer
 
         return BatchScorer
+    if name == "create_sr_model":
+        from iqa_plugin.inference.sr import create_sr_model
+
+        return create_sr_model
     raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
 
 

@@ -13,10 +13,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from iqa_plugin.hub.cards import ModelCard
 
 __all__ = ["RRDBNet", "config_from_state_dict", "rrdbnet_from_state_dict", "to_official_keys", "unwrap_checkpoint"]
 
@@ -95,6 +100,27 @@ class RRDBNet(nn.Module):
             setattr(self, f"upconv{i}", nn.Conv2d(features, features, 3, 1, 1))
         self.HRconv = nn.Conv2d(features, features, 3, 1, 1)
         self.conv_last = nn.Conv2d(features, out_channels, 3, 1, 1)
+
+    def load_card_weights(self, files: Mapping[str, Path], card: ModelCard) -> None:
+        """Load the card's ``'model'`` file in either layout (the builder's hook for published files); the
+        file's configuration must be the one this network was built with."""
+        from iqa_plugin.hub.weights import load_checkpoint
+
+        path = files["model"]
+        state = load_checkpoint(path)
+        key = card.weights["model"].key
+        if key is not None and isinstance(state.get(key), Mapping):
+            state = state[key]
+        tensors = to_official_keys(unwrap_checkpoint(state, str(path)))
+        found = config_from_state_dict(tensors, str(path))
+        if found != self.config:
+            differ = {k: found[k] for k in found if found[k] != self.config[k]}
+            raise ValueError(
+                f"{path}: this generator has {differ}, but card {card.name!r} builds {({k: self.config[k] for k in differ})}. "
+                f"Fix: pass the matching options (e.g. create_sr_model({card.name!r}, ..., {', '.join(f'{k}={v}' for k, v in differ.items())})) "
+                "or use the card this file was exported with."
+            )
+        self.load_state_dict(tensors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:

@@ -143,30 +143,26 @@ def _like_tensor(sr: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def create_sr_model(name: str, pretrained_model_path: str | os.PathLike | None = None, *, pretrained: bool = True,
                     tile: int = DEFAULT_TILE, tile_overlap: int = DEFAULT_TILE_OVERLAP,
-                    device: str | torch.device | None = None, precision: str = "auto") -> SRModel:
-    """An :class:`SRModel` for the card ``name`` (kind ``sr``), its weights resolved and verified.
+                    device: str | torch.device | None = None, precision: str = "auto", **arch_options: Any) -> SRModel:
+    """An :class:`SRModel` for the card ``name`` (kind ``sr``), built by :func:`iqa_plugin.build.build_network`.
 
     ``pretrained_model_path`` (a path or URL) replaces the card's weights, e.g. a generator from the
-    authors' Google Drive or one exported by ``iqa train sfd``; ``pretrained=False`` keeps random weights.
+    authors' Google Drive or one exported by ``iqa train sfd``; the ESRGAN/SFD and BasicSR layouts both
+    load. ``pretrained=False`` keeps random weights. ``arch_options`` (``features``, ``blocks``, ...) update
+    the card's when a file has another configuration.
 
     Raises:
         UnknownCardError: no card called ``name``. ValueError: the card is not an SR card, or the file is
-        not a generator of the card's scale. WeightsError: the weights cannot be had (the message says how).
+        not a generator of the card's configuration. WeightsError: the weights cannot be had (the message
+        says how to get them).
     """
-    from iqa_plugin.archs.rrdbnet import RRDBNet, rrdbnet_from_state_dict
+    from iqa_plugin.build import build_network
     from iqa_plugin.hub.cards import get_card
-    from iqa_plugin.hub.weights import load_checkpoint, load_state_dict, resolve_card_weights
 
     card = get_card(name)
     if card.kind != "sr":
         raise ValueError(f"{name!r} is a {card.kind} card, not an SR model; use pyiqa.create_metric({name!r}) for "
                          "metrics, or pick a card of kind 'sr'")
-    if card.arch != "RRDBNet":
-        raise ValueError(f"card {name!r}: arch {card.arch!r} is not an SR arch this version knows (RRDBNet)")
-    network: nn.Module = RRDBNet(**card.arch_options)
-    if pretrained:
-        path = resolve_card_weights(card, "model", None if pretrained_model_path is None else str(pretrained_model_path))
-        key = card.weights["model"].key if pretrained_model_path is None else None
-        state = load_state_dict(path, key=key) if key else load_checkpoint(path)
-        network = rrdbnet_from_state_dict(state, str(path), scale=card.arch_options.get("scale"))
-    return SRModel(network, tile=tile, tile_overlap=tile_overlap, device=device, precision=precision, name=name)
+    built = build_network(card, pretrained=pretrained, pretrained_model_path=pretrained_model_path, **arch_options)
+    return SRModel(built, scale=built.network.scale, tile=tile, tile_overlap=tile_overlap, device=device,
+                   precision=precision, name=name)

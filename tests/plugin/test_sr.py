@@ -38,20 +38,23 @@ def test_file_placed_where_the_error_said_is_used(tmp_path):
 
     target = manual_weights_path(get_card("sfd_rrdb_x4"))
     fabricate_rrdbnet_checkpoint(target, "official", scale=4, **SMALL)
-    model = create_sr_model("sfd_rrdb_x4", device="cpu")
-    assert model.scale == 4 and model.network.config["features"] == 8
+    model = create_sr_model("sfd_rrdb_x4", device="cpu", **SMALL)
+    assert model.scale == 4 and model.network.network.config["features"] == 8
 
 
 @pytest.mark.parametrize(("layout", "wrap"), [("official", None), ("basicsr", "params_ema")])
 def test_pretrained_model_path_in_either_layout(tmp_path, layout, wrap):
     path = fabricate_rrdbnet_checkpoint(tmp_path / "g.pth", layout, wrap=wrap, scale=4, **SMALL)
-    model = create_sr_model("sfd_rrdb_x4", pretrained_model_path=path, device="cpu")
+    model = create_sr_model("sfd_rrdb_x4", pretrained_model_path=path, device="cpu", **SMALL)
     assert model.upscale(torch.rand(3, 10, 12)).shape == (3, 40, 48)
 
 
 def test_wrong_scale_file_and_wrong_kind_and_unknown_name(tmp_path):
     path = fabricate_rrdbnet_checkpoint(tmp_path / "x2.pth", "official", scale=2, **SMALL)
-    with pytest.raises(ValueError, match="upscales x2, but x4 was asked for"):
+    with pytest.raises(ValueError, match=r"this generator has \{'scale': 2\}, but card 'sfd_rrdb_x4' builds "
+                       r"\{'scale': 4\}.*scale=2"):
+        create_sr_model("sfd_rrdb_x4", pretrained_model_path=path, **SMALL)
+    with pytest.raises(ValueError, match=r"\{'scale': 2, 'features': 8, 'blocks': 1, 'growth': 4\}.*scale=2, features=8, blocks=1"):
         create_sr_model("sfd_rrdb_x4", pretrained_model_path=path)
     with pytest.raises(ValueError, match="is a metric card, not an SR model"):
         create_sr_model("qualiclip")
@@ -61,7 +64,16 @@ def test_wrong_scale_file_and_wrong_kind_and_unknown_name(tmp_path):
 
 def test_random_weights_without_any_file():
     model = create_sr_model("sfd_rrdb_x4", pretrained=False, device="cpu")
-    assert model.network.config["blocks"] == 23 and model.scale == 4
+    assert model.network.network.config["blocks"] == 23 and model.scale == 4
+
+
+def test_full_size_official_checkpoint_through_the_builder(tmp_path):
+    from iqa_plugin.build import build_network
+
+    path = fabricate_rrdbnet_checkpoint(tmp_path / "RRDB_x4.pth", "official", scale=4)
+    net = build_network("sfd_rrdb_x4", pretrained_model_path=path)
+    assert net.weights_sha256 is not None and len(net.weights_sha256) == 64
+    assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
 def test_each_input_kind_comes_back_as_its_own_kind(small_x4, photos, tmp_path):
