@@ -12,6 +12,7 @@ description gives the default's source.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from iqa_plugin.archs.sfd_disc import (
     FrozenCLIP,
     load_clip_rn50,
 )
+from iqa_plugin.data.degradations.sr import RealSRConfig
 from iqa_plugin.losses.gan import GanType, discriminator_loss, generator_loss
 from iqa_plugin.losses.pixel import PerceptualLoss, pixel_loss
 
@@ -49,6 +51,8 @@ class SFDConfig(BaseModel):
     degradation: Literal["bicubic", "realworld"] = Field(
         "bicubic", description="How LR is made from HR on the worker: antialiased bicubic (classical SR) or the "
         "second-order pipeline of iqa_plugin.data.degradations.sr (real-world SR).")
+    realworld: RealSRConfig = Field(default_factory=RealSRConfig, description="Ranges of the real-world "
+                                    "pipeline (Real-ESRGAN's defaults); its scale is taken from `scale`.")
     warmup_steps: int = Field(2000, ge=0, description="Pixel-loss-only steps before the GAN phase (a GAN from a "
                               "random generator diverges; SeD instead starts from a PSNR-trained RRDBNet).")
     lr_g: float = Field(1e-4, gt=0, description="Generator Adam lr (SeD: 1e-4; REFERENCE.md's probe: a small "
@@ -86,7 +90,7 @@ def make_lr(hr: torch.Tensor, config: SFDConfig, seed: int = 0) -> torch.Tensor:
 
     if config.degradation == "bicubic":
         return downscale_bicubic(hr, config.scale)
-    return torch.stack([degrade_realworld(img, seed + i).to(hr.device) for i, img in enumerate(hr)])
+    return degrade_realworld(hr, seed, config.realworld.model_copy(update={"scale": config.scale}))
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -155,8 +159,10 @@ class SFDTrainer:
         lr = make_lr(hr, self.config, self.config.seed + self.steps_done * hr.shape[0]) if lr is None else lr
         lr = lr.to(self.device, torch.float32)
         metrics = self._warmup_step(lr, hr) if self.phase == "warmup" else self._gan_step(lr, hr)
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():  # the discriminators' optimisers first step after the warm-up
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(_unwrap(self.generator))
         self.steps_done += 1
