@@ -40,8 +40,9 @@ class SRModel:
     """A generator ready for inference: ``upscale(image)`` returns the same kind of object it was given.
 
     Args:
-        network: any module mapping ``[B, 3, h, w]`` in [0, 1] to ``[B, 3, s*h, s*w]``; its ``scale``
-            attribute (or the ``scale`` argument) gives ``s``.
+        network: any module mapping ``[B, 3, h, w]`` in [0, 1] to ``[B, 3, s*h, s*w]`` (an arch, or the
+            :class:`~iqa_plugin.inference.contract.CardNetwork` of a card); its ``scale`` attribute (or that
+            of the arch it wraps, or the ``scale`` argument) gives ``s``.
         tile: low-resolution tile side; ``0`` disables tiling.
         tile_overlap: context pixels around each tile (low resolution).
         device: where the network runs (default: CUDA when available, else CPU).
@@ -52,7 +53,8 @@ class SRModel:
     def __init__(self, network: nn.Module, *, scale: int | None = None, tile: int = DEFAULT_TILE,
                  tile_overlap: int = DEFAULT_TILE_OVERLAP, device: str | torch.device | None = None,
                  precision: str = "auto", name: str = "sr") -> None:
-        self.scale = int(scale if scale is not None else getattr(network, "scale", 0))
+        inner = getattr(network, "network", network)  # a CardNetwork wraps the arch
+        self.scale = int(scale if scale is not None else getattr(network, "scale", getattr(inner, "scale", 0)))
         if self.scale < 1:
             raise ValueError(f"{name}: the network has no 'scale' attribute; pass scale= (e.g. 4)")
         if tile < 0 or tile_overlap < 0:
@@ -164,5 +166,5 @@ def create_sr_model(name: str, pretrained_model_path: str | os.PathLike | None =
         raise ValueError(f"{name!r} is a {card.kind} card, not an SR model; use pyiqa.create_metric({name!r}) for "
                          "metrics, or pick a card of kind 'sr'")
     built = build_network(card, pretrained=pretrained, pretrained_model_path=pretrained_model_path, **arch_options)
-    return SRModel(built, scale=built.network.scale, tile=tile, tile_overlap=tile_overlap, device=device,
+    return SRModel(built, tile=tile, tile_overlap=tile_overlap, device=device,
                    precision=precision, name=name)
