@@ -141,7 +141,7 @@ def main() -> None:
     if args.part in ("all", "memory"):
         memory([64, 128, 256, 384], tile=64, overlap=16)
     if args.part in ("all", "psnr"):
-        tiled_psnr((DEFAULT_TILE + 64, DEFAULT_TILE + 32), DEFAULT_TILE, DEFAULT_TILE_OVERLAP)
+        tiled_psnr((DEFAULT_TILE + 32, DEFAULT_TILE + 16), DEFAULT_TILE, DEFAULT_TILE_OVERLAP)
 
 
 if __name__ == "__main__":

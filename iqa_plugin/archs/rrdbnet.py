@@ -29,6 +29,8 @@ __all__ = ["RRDBNet", "config_from_state_dict", "rrdbnet_from_state_dict", "to_o
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convolutions, residual scaled by 0.2 (ESRGAN)."""
 
+    conv5: nn.Conv2d
+
     def __init__(self, features: int, growth: int) -> None:
         super().__init__()
         for j in range(1, 6):

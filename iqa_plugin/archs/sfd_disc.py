@@ -56,6 +56,9 @@ class FrozenCLIP(nn.Module):
         stages: the stage maps to return (any of ``layer1`` .. ``layer4``).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, clip: nn.Module | None = None, stages: tuple[str, ...] = DEFAULT_FEAT_STAGES) -> None:
         super().__init__()
         unknown = [s for s in stages if s not in STAGES]
@@ -133,6 +136,9 @@ class TGD(nn.Module):
             scale CoOp trains prompts with; lower it if the discriminator saturates (REFERENCE.md's probe).
         seed: seed of the context initialisation.
     """
+
+    logit_scale: torch.Tensor
+    _clip: nn.Module
 
     def __init__(self, clip: nn.Module, prompt_words: tuple[str, str] = DEFAULT_PROMPT_WORDS, n_ctx: int = 16,
                  init_std: float = 0.02, logit_scale: float | None = None, seed: int = 0) -> None:

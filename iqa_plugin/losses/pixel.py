@@ -139,5 +139,5 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             target = self._features(hr)
         produced = self._features(sr)
-        return sum(w * pixel_loss(produced[n].float(), target[n].float(), self.criterion)
-                   for n, w in self.layers.items())
+        losses = [w * pixel_loss(produced[n].float(), target[n].float(), self.criterion) for n, w in self.layers.items()]
+        return torch.stack(losses).sum()
