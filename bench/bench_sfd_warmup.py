@@ -46,8 +46,10 @@ def center_crop(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, border: int = 4) -> float:
-    a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
-    return float(10 * torch.log10(1.0 / torch.mean((a.double() - b.double()) ** 2)))
+    if border:
+        a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def patches(images: list[torch.Tensor], n: int, side: int, generator: torch.Generator) -> torch.Tensor:
