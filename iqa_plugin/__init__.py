@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 from iqa_plugin.registration import register, register_when_pyiqa_imports
 
 __version__ = "0.1.0"
-__all__ = ["BatchScorer", "build_network", "register", "__version__"]
+__all__ = ["BatchScorer", "build_network", "create_sr_model", "register", "__version__"]
 
 if TYPE_CHECKING:
     from iqa_plugin.build import build_network
     from iqa_plugin.inference.scorer import BatchScorer
+    from iqa_plugin.inference.sr import create_sr_model
 
 
 def __getattr__(name: str):
@@ -35,6 +36,10 @@ def __getattr__(name: str):
         from iqa_plugin.build import build_network
 
         return build_network
+    if name == "create_sr_model":
+        from iqa_plugin.inference.sr import create_sr_model
+
+        return create_sr_model
     raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
 
 

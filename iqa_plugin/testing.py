@@ -205,3 +205,91 @@ def build_native_qualiclip(model_type: str, base_checkpoint: Path, plus_params: 
     finally:
         qualiclip_arch.load, qualiclip_arch.load_file_from_url, qualiclip_arch.load_pretrained_network = saved
     return net.eval()
+
+
+# --------------------------------------------------------------------------- SFD / super-resolution
+
+
+def _rrdbnet_key_shapes(layout: str, scale: int, features: int, blocks: int, growth: int) -> list[tuple[str, tuple]]:
+    """(key, shape) of every RRDBNet tensor in the published layout, written out from the layouts
+    themselves (not derived from our module), so a mapping test compares two independent descriptions.
+
+    ``official``: ESRGAN/KAIR/SFD ``rrdbnet_arch.py`` (x2 = one upconv, x4 = two). ``basicsr``: BasicSR's
+    ``RRDBNet`` (x4 = two conv_up; x2 = pixel-unshuffle by 2 into conv_first (12 channels) then two conv_up).
+    """
+    if layout not in ("official", "basicsr"):
+        raise ValueError(f"layout={layout!r}: expected 'official' or 'basicsr'")
+    official = layout == "official"
+    unshuffle = 1 if official or scale == 4 else 4 // scale
+    ups = (scale.bit_length() - 1) if official else 2
+    conv = lambda cin, cout: [("weight", (cout, cin, 3, 3)), ("bias", (cout,))]  # noqa: E731
+    keys: list[tuple[str, tuple]] = [(f"conv_first.{n}", s) for n, s in conv(3 * unshuffle**2, features)]
+    for i in range(blocks):
+        for k in range(1, 4):
+            block = f"RRDB_trunk.{i}.RDB{k}" if official else f"body.{i}.rdb{k}"
+            for j in range(1, 6):
+                cout = features if j == 5 else growth
+                keys += [(f"{block}.conv{j}.{n}", s) for n, s in conv(features + (j - 1) * growth, cout)]
+    names = ["trunk_conv"] + [f"upconv{u}" for u in range(1, ups + 1)] + ["HRconv"]
+    if not official:
+        names = ["conv_body"] + [f"conv_up{u}" for u in range(1, ups + 1)] + ["conv_hr"]
+    for name in names:
+        keys += [(f"{name}.{n}", s) for n, s in conv(features, features)]
+    keys += [(f"conv_last.{n}", s) for n, s in conv(features, 3)]
+    return keys
+
+
+def fabricated_rrdbnet_state_dict(layout: str = "official", *, scale: int = 4, features: int = 64, blocks: int = 23,
+                                  growth: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random RRDBNet state dict in the ``official`` (ESRGAN/SFD) or ``basicsr`` layout.
+
+    Tensors are drawn in layout order from one generator, so both layouts of the same seed and config
+    hold the same numbers under different names (x4; BasicSR's x2 differs in structure)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in _rrdbnet_key_shapes(layout, scale, features, blocks, growth):
+        fan_in = shape[1] * 9 if len(shape) == 4 else 1
+        std = (2.0 / fan_in) ** 0.5 * (0.1 if ".RDB" in key or ".rdb" in key else 1.0)
+        state[key] = std * torch.randn(shape, generator=generator) if len(shape) == 4 else 0.01 * torch.randn(
+            shape, generator=generator)
+    return state
+
+
+def fabricate_rrdbnet_checkpoint(path: str | Path, layout: str = "official", *, wrap: str | None = None,
+                                 **config) -> Path:
+    """Write a fabricated RRDBNet ``.pth``: a flat state dict (the ESRGAN/SFD release style) or, with
+    ``wrap='params_ema'`` (BasicSR/Real-ESRGAN release style), ``{wrap: state}``. ``config`` as
+    :func:`fabricated_rrdbnet_state_dict`."""
+    path = Path(path)
+    state = fabricated_rrdbnet_state_dict(layout, **config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({wrap: state} if wrap else state, path)
+    return path
+
+
+def fabricate_openai_clip_archive(path: str | Path, seed: int = 0) -> Path:
+    """Write a fabricated OpenAI ``RN50.pt``: a TorchScript archive of the whole CLIP RN50 in fp16 (as OpenAI
+    publishes it, about 200 MB) whose state dict has the OpenAI key names; returns its path."""
+    path = Path(path)
+    state = fabricated_clip_state_dict(seed)
+
+    class _Holder(torch.nn.Module):  # the archive only has to carry the tensors under their names
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    holder = _Holder()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        module = holder
+        for name in parents:
+            if not hasattr(module, name):
+                module.add_module(name, torch.nn.Module())
+            module = getattr(module, name)
+        module.register_buffer(leaf, value.half() if value.is_floating_point() else value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(holder), str(path))
+    return path

@@ -21,6 +21,7 @@ __all__ = ["ARCHS", "arch_class"]
 #: arch name -> ``"module:Class"``.
 ARCHS: dict[str, str] = {
     "IqaPluginQualiCLIP": "iqa_plugin.archs.qualiclip:IqaPluginQualiCLIP",
+    "IqaPluginRRDBNet": "iqa_plugin.archs.rrdbnet:RRDBNet",
 }
 
 

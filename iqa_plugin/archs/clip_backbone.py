@@ -80,13 +80,25 @@ class ImageTower(nn.Module):
         self.num_heads = visual.attnpool.num_heads
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage_features(x, ("layer4",))["layer4"]
+
+    def stage_features(self, x: torch.Tensor, stages: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Outputs of the named residual stages (``'layer1'`` .. ``'layer4'``: 1/4 .. 1/32 resolution), running
+        only as deep as the deepest one asked for."""
         v = self.visual
         x = x.to(v.conv1.weight.dtype)
         x = v.act1(v.bn1(v.conv1(x)))
         x = v.act2(v.bn2(v.conv2(x)))
         x = v.act3(v.bn3(v.conv3(x)))
         x = v.avgpool(x)
-        return v.layer4(v.layer3(v.layer2(v.layer1(x))))
+        out = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            if len(out) == len(stages):
+                break
+            x = getattr(v, name)(x)
+            if name in stages:
+                out[name] = x
+        return out
 
     def attention_pool(self, x: torch.Tensor) -> torch.Tensor:
         pool = self.visual.attnpool

@@ -61,3 +61,21 @@ class PromptLearner(nn.Module):
         x = clip.transformer(x, attn_mask=clip.attn_mask)
         x = clip.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), self.eot_index] @ clip.text_projection
+
+
+def build_prompt_learner(clip: nn.Module, prompts: tuple[str, ...], n_ctx: int = 16, init_std: float = 0.02,
+                         seed: int = 0) -> PromptLearner:
+    """A fresh :class:`PromptLearner` for ``prompts`` whose fixed tokens (start, the prompt's words, end and
+    padding) are ``clip``'s own token embeddings and whose context starts as N(0, ``init_std``) (CoOp's
+    initialisation), drawn from ``seed``."""
+    from open_clip.tokenizer import SimpleTokenizer, tokenize
+
+    tokenized = tokenize([" ".join(["X"] * n_ctx) + " " + p for p in prompts])
+    name_lengths = [len(SimpleTokenizer().encode(p)) for p in prompts]
+    learner = PromptLearner(tokenized, name_lengths, n_ctx=n_ctx, width=clip.token_embedding.weight.shape[1])
+    with torch.no_grad():
+        embedded = clip.token_embedding(tokenized.to(clip.token_embedding.weight.device)).float().cpu()
+        learner.token_prefix.copy_(embedded[:, :1])
+        learner.token_suffix.copy_(embedded[:, 1 + n_ctx :])
+        learner.ctx.copy_(init_std * torch.randn(learner.ctx.shape, generator=torch.Generator().manual_seed(seed)))
+    return learner

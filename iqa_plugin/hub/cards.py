@@ -72,8 +72,14 @@ class WeightFile(BaseModel):
     )
     sha256: str | None = Field(None, description="64 lowercase hex digits; null when not published.")
     bytes: PositiveInt | None = Field(None, description="File size in bytes, checked when given.")
-    format: Literal["pth", "safetensors"] = "pth"
+    format: Literal["pth", "safetensors", "torchscript"] = "pth"
     key: str | None = Field(None, description="Sub-dict of the checkpoint to take, e.g. 'params'.")
+    manual_download: str | None = Field(
+        None,
+        description="Set when no URL serves the file itself (a Google Drive folder, a form): how a person gets "
+        "it. The resolver then never downloads; it uses the file placed at "
+        "<cache dir>/manual/<card name>/<role>.<format>, else fails with these instructions and that path.",
+    )
 
     @field_validator("urls")
     @classmethod
@@ -133,7 +139,7 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["metric", "sr"]
+    kind: Literal["metric", "sr", "backbone"]
     arch: str = Field(min_length=1)
     arch_options: dict[str, Any] = Field(default_factory=dict)
     weights: dict[str, WeightFile]

@@ -43,7 +43,9 @@ __all__ = [
     "WeightsError",
     "WeightsOfflineError",
     "cache_path_for",
+    "manual_weights_path",
     "copy_into_cache",
+    "load_checkpoint",
     "load_state_dict",
     "resolve_card_weights",
     "resolve_weights",
@@ -321,6 +323,8 @@ def resolve_card_weights(
                 [override], sha256=entry.sha256, size=entry.bytes, filename=filename, what=what
             )
         return resolve_weights(override)
+    if entry.manual_download is not None:
+        return _manual_weights(card, role)
     return _resolve_sources(
         list(entry.urls), sha256=entry.sha256, size=entry.bytes, filename=filename, what=what
     )
@@ -393,6 +397,20 @@ def load_state_dict(path: str | os.PathLike[str], key: str | None = None) -> dic
     return dict(state)
 
 
+def load_checkpoint(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The whole checkpoint as saved (nested dicts such as BasicSR's ``{'params_ema': {...}}`` kept), loaded
+    like :func:`load_state_dict`: safetensors, or ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_state_dict(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    state = _torch_load(path)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, expected a dict (a state dict or a checkpoint)")
+    return state
+
+
 def copy_into_cache(path: str | os.PathLike[str], url: str, *, sha256: str | None = None) -> Path:
     """Place a file fetched by other means where :func:`resolve_weights` looks for ``url`` (for offline use)."""
     source = _verify_local(Path(path), sha256, None)
@@ -402,3 +420,20 @@ def copy_into_cache(path: str | os.PathLike[str], url: str, *, sha256: str | Non
     shutil.copyfile(source, partial)
     os.replace(partial, dest)
     return dest
+
+
+def manual_weights_path(card: ModelCard, role: str = "model") -> Path:
+    """Where a person places a file that cannot be downloaded automatically (``manual_download`` cards)."""
+    return env.cache_dir() / "manual" / card.name / f"{role}.{card.weights[role].format}"
+
+
+def _manual_weights(card: ModelCard, role: str) -> Path:
+    entry = card.weights[role]
+    path = manual_weights_path(card, role)
+    if path.is_file():
+        return _verify_local(path, entry.sha256, entry.bytes)
+    raise WeightsError(
+        f"The {role!r} weights of {card.name!r} cannot be downloaded automatically: {entry.manual_download} "
+        f"(source: {', '.join(entry.urls)}). Then place the file at {path} "
+        f"(the cache directory comes from {env.CACHE_ENV}) or pass its path as pretrained_model_path=."
+    )
