@@ -18,6 +18,7 @@ from iqa_plugin.archs.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     ImageTower,
+    build_image_only_clip,
     build_rn50_clip,
     load_clip_weights,
     split_qualiclip_checkpoint,
@@ -54,6 +55,8 @@ class IqaPluginQualiCLIP(nn.Module):
             for ``qualiclip+*`` the prompt-learner ``params`` file. A local path, http(s) URL or fsspec URL.
         base_model_path: ``qualiclip+*`` only: the QualiCLIP.pth-layout checkpoint under the prompts.
         n_ctx: number of learned context tokens (``qualiclip+*``).
+        vision: a reduced image tower ``{layers, width, heads, output_dim}`` (models trained by
+            ``iqa train qualiclip`` from a small config; no text tower); ``None``: CLIP RN50.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class IqaPluginQualiCLIP(nn.Module):
         pretrained_model_path: PathLike | None = None,
         base_model_path: PathLike | None = None,
         n_ctx: int = 16,
+        vision: dict | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -75,9 +79,11 @@ class IqaPluginQualiCLIP(nn.Module):
             )
         self.model_type = model_type
         self.temperature = float(temperature)
+        if vision is not None and _is_plus(model_type):
+            raise ValueError(f"vision={vision!r} is for plain QualiCLIP models; {model_type!r} needs CLIP's text tower.")
         self.weights_sha256: str | None = None
-        clip = build_rn50_clip()
-        prompt_features = torch.zeros(len(PROMPTS), clip.text_projection.shape[1])
+        clip = build_rn50_clip() if vision is None else build_image_only_clip(vision)
+        prompt_features = torch.zeros(len(PROMPTS), clip.visual.output_dim)
         if pretrained:
             prompt_features = self._load_base(clip, model_type, pretrained_model_path, base_model_path)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
