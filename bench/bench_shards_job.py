@@ -70,10 +70,10 @@ def main() -> None:
     parser.add_argument("--images-per-shard", type=int, default=4)
     args = parser.parse_args()
 
-    import ray
     import s3fs
     from moto.server import ThreadedMotoServer
 
+    from ray_jobs.runtime import ensure_ray
     from ray_jobs.shards.config import ShardsJobConfig
     from ray_jobs.shards.job import run_shards_job
 
@@ -93,19 +93,18 @@ def main() -> None:
     print(f"machine: {describe_machine()}")
     print(f"pristine: {len(files)} real photos ({sum(map(len, files.values())) / 1e6:.1f} MB PNG) in moto S3")
 
-    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     results = []
     try:
-        for kind in ("qualiclip", "sr"):
-            for run in ("cold", "warm"):
-                config = ShardsJobConfig(
-                    source="s3://pristine/photos/", out=f"s3://shards/{kind}-{run}/", kind=kind, crop=args.crop,
-                    hr_size=args.hr_size, samples_per_image=args.pairs, images_per_shard=args.images_per_shard,
-                )  # fmt: skip
-                manifest = run_shards_job(config, progress=lambda line: None)
-                results.append((kind, run, manifest))
+        with ensure_ray(log=lambda line: None):
+            for kind in ("qualiclip", "sr"):
+                for run in ("cold", "warm"):
+                    config = ShardsJobConfig(
+                        source="s3://pristine/photos/", out=f"s3://shards/{kind}-{run}/", kind=kind, crop=args.crop,
+                        hr_size=args.hr_size, samples_per_image=args.pairs, images_per_shard=args.images_per_shard,
+                    )  # fmt: skip
+                    manifest = run_shards_job(config, progress=lambda line: None)
+                    results.append((kind, run, manifest))
     finally:
-        ray.shutdown()
         server.stop()
     print(f"\n{'kind':<10} {'run':<5} {'images':>6} {'samples':>7} {'shards':>6} {'MB':>6} {'s':>7} "
           f"{'images/s':>9} {'samples/s':>9}")  # fmt: skip
