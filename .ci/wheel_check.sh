@@ -10,4 +10,5 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$work"/dist/iqa_plugin-*.whl
 cd "$work"
 "$work/venv/bin/iqa" models
-"$work/venv/bin/python" -c "import iqa_plugin, pyiqa; assert 'qualiclip' in pyiqa.list_models(); print('wheel ok:', iqa_plugin.__file__)"
+# installed is enough: a script that imports only pyiqa sees the plugin (the wheel's .pth arms the hook)
+"$work/venv/bin/python" -c "import sys, pyiqa; from pyiqa.default_model_configs import DEFAULT_CONFIGS; assert DEFAULT_CONFIGS['qualiclip']['metric_opts']['type'] == 'IqaPluginQualiCLIP'; print('wheel ok:', sys.modules['iqa_plugin'].__file__)"

@@ -1,8 +1,10 @@
 """iqa-plugin: CLIP-based image quality metrics for pyiqa (QualiCLIP, SFD-IQA) and the SFD SR model.
 
-Importing this package registers the plugin's metrics into pyiqa::
+Installing the package is enough to serve its metrics through pyiqa (its ``iqa_plugin_autoload.pth``
+imports this light package at interpreter start, which registers the metrics right after pyiqa is
+imported); importing it does the same where the ``.pth`` is off or absent::
 
-    import iqa_plugin, pyiqa
+    import pyiqa
     metric = pyiqa.create_metric("qualiclip")
     score = metric("photo.jpg")  # tensor [1, 1] in [0, 1], higher is better
 
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING
 from iqa_plugin.registration import register, register_when_pyiqa_imports
 
 __version__ = "0.1.0"
-__all__ = ["BatchScorer", "register", "__version__"]
+__all__ = ["BatchScorer", "build_network", "register", "__version__"]
 
 if TYPE_CHECKING:
+    from iqa_plugin.build import build_network
     from iqa_plugin.inference.scorer import BatchScorer
 
 
@@ -28,6 +31,10 @@ def __getattr__(name: str):
         from iqa_plugin.inference.scorer import BatchScorer
 
         return BatchScorer
+    if name == "build_network":
+        from iqa_plugin.build import build_network
+
+        return build_network
     raise AttributeError(f"module 'iqa_plugin' has no attribute {name!r}")
 
 

@@ -6,6 +6,9 @@
 ``IQA_PLUGIN_OFFLINE``     ``1``/``true``/``yes``: never download; a file that is not cached fails
                            at once with the URL, the path it was expected at and these variables.
 ``IQA_PLUGIN_REGISTRY``    Extra directory of model cards (``*.yaml``) read after the packaged ones.
+``IQA_PLUGIN_AUTOLOAD``    ``0``/``false``/``no``/``off``: the installed ``iqa_plugin_autoload.pth``
+                           does not import ``iqa_plugin`` at interpreter start (then pyiqa gets
+                           the plugin only once ``iqa_plugin`` is imported). Read by the ``.pth``.
 =========================  =====================================================================
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 CACHE_ENV = "IQA_PLUGIN_CACHE"
 OFFLINE_ENV = "IQA_PLUGIN_OFFLINE"
 REGISTRY_ENV = "IQA_PLUGIN_REGISTRY"
+AUTOLOAD_ENV = "IQA_PLUGIN_AUTOLOAD"  # read by iqa_plugin/iqa_plugin_autoload.pth, which cannot import this
 
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -1,73 +1,129 @@
 """Registration of the plugin's metrics into pyiqa (DESIGN decision 1).
 
-``register()`` runs on ``import iqa_plugin`` and from pyiqa's ``pyiqa.archs`` entry point. It is
-idempotent: it adds our arch classes to ``ARCH_REGISTRY`` under names of our own and writes one
-``DEFAULT_CONFIGS`` entry per metric model card. The five QualiCLIP names that pyiqa 0.1.16 ships are
-re-pointed at our implementation on purpose (same scores on the same weights, see the parity test); any
-other name that pyiqa already defines with a different arch is left alone with a warning, never overwritten.
+:func:`register` runs right after pyiqa is imported (an import hook that the installed
+``iqa_plugin_autoload.pth`` sets up in every interpreter, and that ``import iqa_plugin`` sets up too),
+and from pyiqa's ``pyiqa.archs`` entry point. It is idempotent and uses pyiqa's public registry API only:
+
+* every arch of :data:`iqa_plugin.archs.ARCHS` is registered in ``ARCH_REGISTRY`` as a builder that calls
+  :func:`iqa_plugin.build.build_network` (so pyiqa gets the same network as every other front door);
+* one ``DEFAULT_CONFIGS`` entry per metric card, written only where the entry is absent, is pyiqa's own
+  original of a name we take over (:data:`TAKEN_OVER`: same scores on the same weights, see the parity
+  test), or is exactly what we wrote before. An entry the user edited is never overwritten; a name pyiqa
+  defines with another arch is left alone with a warning.
+
+This module imports neither torch nor pyiqa at import time (the ``.pth`` hook imports it in every
+interpreter start).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.abc
 import importlib.util
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+    from iqa_plugin.hub.cards import ModelCard
+
+__all__ = ["TAKEN_OVER", "build_for_pyiqa", "config_entry", "register", "register_when_pyiqa_imports"]
 
 #: Names pyiqa ships whose entries this plugin deliberately takes over.
 TAKEN_OVER = ("qualiclip", "qualiclip+", "qualiclip+-clive", "qualiclip+-flive", "qualiclip+-spaq")
 
-
-def arch_classes() -> dict[str, type[nn.Module]]:
-    """Arch name -> class for every network this plugin provides to pyiqa."""
-    from iqa_plugin.archs.qualiclip import IqaPluginQualiCLIP
-
-    return {"IqaPluginQualiCLIP": IqaPluginQualiCLIP}
+#: name -> the DEFAULT_CONFIGS entry we last wrote (a deep copy, to recognise a user's later edit).
+_WRITTEN: dict[str, dict[str, Any]] = {}
 
 
-def config_entry(card) -> dict:
+def build_for_pyiqa(card: str | None = None, **options: Any) -> nn.Module:
+    """What pyiqa's ``ARCH_REGISTRY`` calls for our arch names: :func:`iqa_plugin.build.build_network`.
+
+    ``card`` comes from the ``DEFAULT_CONFIGS`` entry (``metric_opts.card``); the other options are the
+    entry's ``metric_opts`` updated by the keywords given to ``pyiqa.create_metric``.
+    """
+    from iqa_plugin.build import build_network
+
+    name = card if card is not None else options.get("model_type")
+    if name is None:
+        raise ValueError(
+            "metric_opts has no 'card': expected the model card name, e.g. {'type': 'IqaPluginQualiCLIP', "
+            "'card': 'qualiclip'}. Fix: add it to your DEFAULT_CONFIGS entry."
+        )
+    return build_network(name, **options)
+
+
+def config_entry(card: ModelCard) -> dict[str, Any]:
     """The pyiqa ``DEFAULT_CONFIGS`` entry for a metric model card."""
+    assert card.score_range is not None  # the card schema requires it for metrics
     low, high = card.score_range
     return {
-        "metric_opts": {"type": card.arch, **card.arch_options},
+        "metric_opts": {"type": card.arch, "card": card.name, **card.arch_options},
         "metric_mode": card.metric_mode,
         "score_range": f"{low:g}, {high:g}",
         "lower_better": card.lower_better,
     }
 
 
-def _ours(entry: dict, archs: dict[str, type]) -> bool:
-    return entry.get("metric_opts", {}).get("type") in archs
+@functools.lru_cache(maxsize=1)
+def _pyiqa_originals() -> dict[str, Any]:
+    """pyiqa's own DEFAULT_CONFIGS as its module file defines them (re-read: the live dict may be edited)."""
+    import runpy
+
+    import pyiqa.default_model_configs as configs
+
+    return dict(runpy.run_path(configs.__file__)["DEFAULT_CONFIGS"])
+
+
+def _register_archs() -> None:
+    from pyiqa.utils.registry import ARCH_REGISTRY
+
+    from iqa_plugin.archs import ARCHS
+
+    for name in ARCHS:
+        try:
+            ARCH_REGISTRY.register(build_for_pyiqa, name=name)
+        except AssertionError:  # already registered: by us (idempotent) or by something else (replace it)
+            if ARCH_REGISTRY.get(name) is not build_for_pyiqa:
+                ARCH_REGISTRY.register(build_for_pyiqa, name=name, override=True)
+
+
+def _may_write(name: str, existing: dict[str, Any] | None) -> bool:
+    if existing is None or existing == _WRITTEN.get(name):
+        return True
+    return name in TAKEN_OVER and existing == _pyiqa_originals().get(name)
 
 
 def register() -> list[str]:
     """Register every metric card into pyiqa; returns the names now served by this plugin."""
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
-    from pyiqa.utils.registry import ARCH_REGISTRY
 
+    from iqa_plugin.archs import ARCHS
     from iqa_plugin.hub.cards import list_cards
 
-    archs = arch_classes()
-    for name, cls in archs.items():
-        if ARCH_REGISTRY._obj_map.get(name) is not cls:
-            ARCH_REGISTRY.register(cls, name=name, override=True)
+    _register_archs()
     served = []
     for card in list_cards():
-        if card.kind != "metric" or card.arch not in archs:
+        if card.kind != "metric" or card.arch not in ARCHS:
             continue
         existing = DEFAULT_CONFIGS.get(card.name)
-        if existing is not None and card.name not in TAKEN_OVER and not _ours(existing, archs):
+        if _may_write(card.name, existing):
+            entry = config_entry(card)
+            DEFAULT_CONFIGS[card.name] = entry
+            _WRITTEN[card.name] = copy.deepcopy(entry)
+            served.append(card.name)
+        elif existing.get("metric_opts", {}).get("type") in ARCHS:  # ours, edited by the user: keep it
+            served.append(card.name)
+        else:
             warnings.warn(
                 f"Model card {card.name!r} not registered: pyiqa already defines {card.name!r} "
                 f"(arch {existing.get('metric_opts', {}).get('type')!r}). Rename the card.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            continue
-        DEFAULT_CONFIGS[card.name] = config_entry(card)
-        served.append(card.name)
     return served
 
 

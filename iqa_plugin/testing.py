@@ -101,3 +101,29 @@ def fabricate_qualiclip_plus_params(path: str | Path, seed: int = 1, n_ctx: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params": params}, path)
     return path
+
+
+class TinyQualityNet(torch.nn.Module):
+    """A tiny quality arch for tests of the builder and the scorer: one conv, global mean, a sigmoid.
+
+    Its checkpoint is its own state dict (the builder's default loading path, as our safetensors exports).
+    """
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, width, 3, padding=1)
+        self.head = torch.nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.conv(x).mean(dim=(2, 3))))
+
+
+def fabricate_tiny_checkpoint(path: str | Path, seed: int = 0, width: int = 4) -> Path:
+    """Write a seeded :class:`TinyQualityNet` state dict as safetensors and return its path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in TinyQualityNet(width).state_dict().items()}, str(path))
+    return path

@@ -408,8 +408,9 @@ def _to_three_channels(x: torch.Tensor) -> torch.Tensor:
     return x[:, :3] if x.shape[1] == 4 else x
 
 
-def _check_values(x: torch.Tensor, name: str) -> None:
-    """One reduction and one device sync: aminmax propagates NaN, and inf shows up as the min or max."""
+def _check_values(x: torch.Tensor, name: str, *, unit_range: bool = True) -> None:
+    """Finite values, and (``unit_range``) within [0, 1]. One reduction and one device sync: aminmax
+    propagates NaN, and inf shows up as the min or max."""
     if x.numel() == 0:
         return
     lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
@@ -419,16 +420,20 @@ def _check_values(x: torch.Tensor, name: str) -> None:
                     f"infinite values of {d.numel()}", "finite values in [0, 1]",
                     "find where the NaN/inf come from (a division by zero, a bad normalisation) or use "
                     "torch.nan_to_num(x).clamp(0, 1)")
-    if lo < -_TOLERANCE or hi > 1.0 + _TOLERANCE:
+    if unit_range and (lo < -_TOLERANCE or hi > 1.0 + _TOLERANCE):
         fix = "for 0..255 data divide by 255 (x / 255); for a small overshoot clamp with x.clamp(0, 1)"
         if lo < -_TOLERANCE:
             fix = "undo any mean/std normalisation (metrics normalise internally); " + fix
         raise _fail(BAD_VALUES, name, f"values in [{lo:.6g}, {hi:.6g}]", "floats in [0, 1]", fix)
 
 
-def validate_batch(x: torch.Tensor, *, name: str = "input") -> torch.Tensor:
-    """Check a float image batch for a metric and return it as [B, 3, H, W] (autograd-safe, no copy
+def validate_batch(x: torch.Tensor, *, name: str = "input", min_side: int = MIN_SIDE) -> torch.Tensor:
+    """Check a float image batch for a network and return it as [B, 3, H, W] (autograd-safe, no copy
     unless gray is replicated): [C, H, W] gains a batch dim, 1 channel becomes 3, RGBA drops alpha.
+
+    Values are nominally in [0, 1], but finite values outside are accepted, as pyiqa's metrics accept
+    them on the loss path (a generator that overshoots, ``torch.randn`` in pyiqa's own tests); NaN and
+    inf are ``bad_values``. The scoring front doors (:func:`load_image`) still require [0, 1].
 
     Raises :class:`ImageInputError` (``bad_shape``, ``bad_values``, ``too_small``, ``unsupported_type``).
     """
@@ -448,10 +453,10 @@ def validate_batch(x: torch.Tensor, *, name: str = "input") -> torch.Tensor:
         raise _fail(BAD_VALUES, name, f"dtype {x.dtype}", "a floating tensor with values in [0, 1]",
                     "use x.float() / 255 for 8-bit images")
     height, width = x.shape[-2:]
-    if min(height, width) < MIN_SIDE:
-        raise _fail(TOO_SMALL, name, f"{width}x{height} pixels (W x H)", f"both sides >= {MIN_SIDE} px",
+    if min(height, width) < min_side:
+        raise _fail(TOO_SMALL, name, f"{width}x{height} pixels (W x H)", f"both sides >= {min_side} px",
                     "upsample (torch.nn.functional.interpolate) or skip the image")
-    _check_values(x, name)
+    _check_values(x, name, unit_range=False)
     return _to_three_channels(x)
 
 

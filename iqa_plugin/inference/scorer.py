@@ -1,8 +1,9 @@
 """Fast scoring of many images of mixed sizes with a plugin metric (used by the Ray jobs).
 
-Images of equal size are stacked into batches (no resizing: QualiCLIP scores at native resolution), run
-under ``torch.inference_mode`` in channels_last with BatchNorm folded into the convolutions, optionally under bf16/fp16 autocast, optionally through
-``torch.compile`` (worth it only when shapes repeat: compilation is per input shape). Scores come back in
+Images of equal size are stacked into batches (resizing, if any, is the card's input contract, applied
+inside the network), run under ``torch.inference_mode`` in channels_last, optionally under bf16/fp16
+autocast, with the network's own fast path (``prepare_for_inference``: QualiCLIP folds BatchNorm and can
+``torch.compile`` its tower; compilation is per input shape, worth it only when shapes repeat). Scores come back in
 input order and equal one-image-at-a-time scores (fp32).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,24 +24,29 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_metric_network(model: str, **kwargs: Any) -> nn.Module:
-    """Build the network of a plugin metric by its pyiqa name, with the card's options plus ``kwargs``.
+    """The ready network of the plugin metric ``model`` (:func:`iqa_plugin.build.build_network`).
 
     Raises:
-        ValueError: ``model`` is not a metric served by this plugin (lists the ones that are).
+        ValueError: ``model`` is not a metric card of this plugin (lists the ones that are).
     """
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from iqa_plugin.build import build_network
+    from iqa_plugin.hub.cards import list_cards
 
-    from iqa_plugin.registration import arch_classes, register
+    metrics = {card.name: card for card in list_cards() if card.kind == "metric"}
+    if model not in metrics:
+        raise ValueError(f"model={model!r} is not a metric of iqa_plugin: expected one of {sorted(metrics)}.")
+    return build_network(metrics[model], **kwargs)
 
-    archs = arch_classes()
-    served = register()
-    entry = DEFAULT_CONFIGS.get(model)
-    if entry is None or entry["metric_opts"].get("type") not in archs:
-        raise ValueError(f"model={model!r} is not a metric of iqa_plugin: expected one of {sorted(served)}.")
-    options = dict(entry["metric_opts"])
-    arch = archs[options.pop("type")]
-    options.update(kwargs)
-    return arch(**options)
+
+class QualityNetwork(Protocol):
+    """What :class:`BatchScorer` needs of a network: RGB ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1]``.
+
+    Optional capability, used when present on a network the scorer built from a card:
+    ``prepare_for_inference(compile: bool) -> None`` makes a frozen network faster (QualiCLIP folds
+    BatchNorm into its convolutions and compiles its image tower).
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -57,14 +63,15 @@ class BatchScorer:
 
     Args:
         model: a plugin metric name (``'qualiclip'``, ``'qualiclip+'``, ...) or an already built network
-            mapping ``[B, 3, H, W]`` in [0, 1] to ``[B, 1]``.
+            (any :class:`QualityNetwork`: ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1]``).
         device: ``'cuda'``, ``'cpu'``, ... (default: CUDA when available).
         dtype: ``'fp32'`` (exact), ``'bf16'`` or ``'fp16'`` (autocast; the score head stays fp32).
         batch_size: most images per forward pass; ``None`` picks 32 on CUDA and 1 on CPU (measured on a
             2-core AVX2 CPU at 512x384: batch 1 scored 2.7 img/s, batch 8 1.7 img/s: larger batches
             only thrash the caches there).
         channels_last: run convolutions in channels_last memory format (faster on CPU and GPU).
-        compile: ``torch.compile`` the image tower; pays off only where input shapes repeat.
+        compile: ``torch.compile`` (the network's own ``prepare_for_inference`` decides what); pays off
+            only where input shapes repeat.
         max_pixels: decompression-bomb guard for paths and bytes.
         **model_kwargs: passed to the network (``pretrained_model_path``, ``temperature``, ...).
 
@@ -97,16 +104,17 @@ class BatchScorer:
         self.batch_size = int(batch_size)
         self.channels_last = channels_last
         self.max_pixels = max_pixels
-        network = build_metric_network(model, **model_kwargs) if isinstance(model, str) else model
+        network: Any = build_metric_network(model, **model_kwargs) if isinstance(model, str) else model
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.weights_sha256: str | None = getattr(network, "weights_sha256", None)
         network = network.to(self.device).eval()
-        if isinstance(model, str) and hasattr(network, "image_tower"):
-            network.image_tower.fold_batchnorm()  # frozen metric, inference only: one pass less per conv
+        prepare = getattr(network, "prepare_for_inference", None)
+        if isinstance(model, str) and callable(prepare):
+            prepare(compile=compile)  # built here, frozen: the network's own fast path
+        elif compile:
+            network = torch.compile(network, dynamic=False)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
-        if compile and hasattr(network, "image_tower"):
-            network.image_tower = torch.compile(network.image_tower, dynamic=False)
         self.network = network
 
     def _autocast(self):

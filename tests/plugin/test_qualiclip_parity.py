@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import iqa_plugin  # noqa: F401  (registers the plugin)
-from iqa_plugin.archs.qualiclip import IqaPluginQualiCLIP
+from iqa_plugin.build import build_network
 from tests.plugin.native_pyiqa import build_native_qualiclip
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def test_scores_equal_pyiqa_native(model_type, fabricated, parity_photos):
     native = build_native_qualiclip(
         model_type, fabricated["qualiclip"], fabricated["qualiclip+"] if plus else None
     )
-    ours = IqaPluginQualiCLIP(
+    ours = build_network(
         model_type,
         pretrained_model_path=fabricated["qualiclip+" if plus else "qualiclip"],
         base_model_path=fabricated["qualiclip"] if plus else None,

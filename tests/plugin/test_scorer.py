@@ -64,9 +64,9 @@ def test_bad_arguments_are_clear_errors():
 
 def test_scorer_fast_path_equals_the_pyiqa_network(scorer, fabricated, photos):
     """BatchNorm folding and channels_last in the scorer leave the scores of the plain network."""
-    from iqa_plugin.archs.qualiclip import IqaPluginQualiCLIP
+    from iqa_plugin.build import build_network
 
-    network = IqaPluginQualiCLIP(pretrained_model_path=str(fabricated["qualiclip"]))
+    network = build_network("qualiclip", pretrained_model_path=str(fabricated["qualiclip"]))
     images = [_small(p, (96, 64)) for p in photos[:3]]
     tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255 for im in images]
     with torch.inference_mode():
