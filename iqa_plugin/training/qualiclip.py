@@ -201,7 +201,7 @@ class QualiCLIPRecipe:
 
     def arch_options(self, card_name: str) -> dict[str, Any]:
         """The card's ``arch_options`` that make ``IqaPluginQualiCLIP`` compute this model's score."""
-        options: dict[str, Any] = {"model_type": card_name, "temperature": self.config.temperature}
+        options: dict[str, Any] = {"model_type": "qualiclip", "temperature": self.config.temperature}
         if self.config.vision() is not None:
             options["vision"] = self.config.vision()
         return options

@@ -70,6 +70,8 @@ class QualiCLIPTrainNet(nn.Module):
         self, clip: nn.Module, prompt_features: torch.Tensor, vision: dict | None, gradient_checkpointing: bool = False
     ) -> None:
         super().__init__()
+        # the pool skips its positional embedding: keep it out of the optimiser and DDP's gradient sync
+        clip.visual.attnpool.positional_embedding.requires_grad_(False)
         self.tower = ImageTower(clip.visual)
         self.vision = vision
         self.gradient_checkpointing = gradient_checkpointing

@@ -28,6 +28,10 @@ class TrainJobConfig(JobConfig):
     )
     batch_size: int = Field(4, ge=1, description="samples per worker per step (one sample = 2 crops x L levels)")
     steps: int = Field(300, ge=1, description="optimiser steps of the whole run")
+    time_limit_s: float | None = Field(
+        None, gt=0, description="stop (validate, export) at the first report after this many seconds of training; "
+        "the schedule still spans --steps (for time-boxed benchmarks)",
+    )
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in storage (older ones pruned)")
     report_every: int = Field(10, ge=1, description="steps between progress reports (each costs ~2 s of Ray Train sync)")
@@ -43,7 +47,7 @@ class TrainJobConfig(JobConfig):
     max_failures: int = Field(3, ge=0, description="worker-group restarts from the last checkpoint before the run fails")
     run_name: str = Field("run", description="Ray Train run name inside --out (the same name resumes)")
     export_name: str | None = Field(None, description="model card name of the export (default: <recipe>-<run name>)")
-    register: str | None = Field(
+    register_to: str | None = Field(
         None, description="copy the exported card into this registry folder (use $IQA_PLUGIN_REGISTRY to serve it)"
     )
     recipe: dict[str, Any] = Field(default_factory=dict, description="the recipe's config fields (YAML only)")

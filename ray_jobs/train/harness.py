@@ -65,6 +65,19 @@ def _maybe_inject_failure(job: Any, step: int, rank: int, world: int) -> None:
     os._exit(1)
 
 
+def _out_of_time(job: Any, started: float, world: int) -> bool:
+    """Whether the time limit is reached, as rank 0 sees it (every rank gets the same answer)."""
+    if job.time_limit_s is None:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if time.perf_counter() - started > job.time_limit_s else 0])
+    if world > 1:
+        dist.broadcast(flag, src=0)  # gloo handles CPU tensors; ranks must not disagree on the last step
+    return bool(flag.item())
+
+
 def _export(job: Any, recipe: Any, validation: dict[str, float], command: str) -> str:
     from iqa_plugin.training.export import qualiclip_card, write_export
     from ray_jobs.runtime import filesystem_for, full_uri, join_uri
@@ -115,7 +128,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     validation: dict[str, float] = {}
     shard = ray.train.get_dataset_shard("train")
     step = recipe.step_count
-    window_start, window_steps = time.perf_counter(), 0
+    started = window_start = time.perf_counter()
+    window_steps = 0
     if rank == 0 and progress is not None:
         progress.put({"event": "start", "step": step, "world": world})
     while step < job.steps:
@@ -136,7 +150,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 continue
             elapsed = time.perf_counter() - window_start
             metrics.update(step=step, epoch=position["epoch"], samples_per_s=world * job.batch_size * window_steps / elapsed)
-            last = step >= job.steps
+            last = step >= job.steps or _out_of_time(job, started, world)
             if validate is not None and (last or (job.validate_every and step % job.validate_every == 0)):
                 validation = validate(recipe)
                 metrics.update(validation)

@@ -155,13 +155,13 @@ def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:
     if card is None:
         print(f"iqa train: the run ended at step {metrics.get('step')} without an export", file=sys.stderr)
         return 1
-    if config.register:
+    if config.register_to:
         from pathlib import Path
 
         from ray_jobs.runtime import filesystem_for
 
         fs, path = filesystem_for(card)
-        target = Path(config.register).expanduser() / f"{config.card_name()}.yaml"
+        target = Path(config.register_to).expanduser() / f"{config.card_name()}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(fs.cat_file(path))
         print(f"iqa train: card registered as {target} (serve it with IQA_PLUGIN_REGISTRY={target.parent})")
