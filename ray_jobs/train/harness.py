@@ -132,7 +132,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window_steps = 0
     if rank == 0 and progress is not None:
         progress.put({"event": "start", "step": step, "world": world})
-    while step < job.steps:
+    finished = step >= job.steps
+    while not finished:
         batches = shard.iter_batches(
             batch_size=job.batch_size, batch_format="numpy", drop_last=True,
             local_shuffle_buffer_size=job.shuffle_buffer or None, local_shuffle_seed=job.seed + position["epoch"],
@@ -167,6 +168,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(report_metrics)
             window_start, window_steps = time.perf_counter(), 0
             if last:
+                finished = True
                 break
         else:
             if seen == 0:
