@@ -119,6 +119,12 @@ def _dataset(config: TrainJobConfig, spec: Any) -> Any:
 
 def run(config: TrainJobConfig) -> int:
     """Train, checkpoint, export; 0 when the run finished (now or before)."""
+    metrics = train(config)
+    return 0 if metrics is None else _summarise(config, metrics)
+
+
+def train(config: TrainJobConfig) -> dict[str, Any] | None:
+    """Run the training (or find it finished: returns None); returns rank 0's last reported metrics."""
     from ray.util.queue import Queue
 
     from ray_jobs.runtime import ensure_ray
@@ -128,7 +134,7 @@ def run(config: TrainJobConfig) -> int:
     if card is not None:
         print(f"iqa train: run {config.out} already finished; its export is {card}. Nothing to do "
               "(use another --out or --run-name to train again).")  # fmt: skip
-        return 0
+        return None
     spec = recipe_spec(config.recipe_name)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None
@@ -147,7 +153,7 @@ def run(config: TrainJobConfig) -> int:
         finally:
             stop.set()
             printer.join(timeout=5)
-    return _summarise(config, result.metrics or {})
+    return dict(result.metrics or {})
 
 
 def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:

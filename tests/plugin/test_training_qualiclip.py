@@ -51,7 +51,7 @@ def test_state_dict_resumes_bit_for_bit(crops, tmp_path):
     assert resumed.step_count == 2
 
 
-def test_export_is_served_by_the_builder_with_the_same_scores(crops, tmp_path):
+def test_export_is_served_by_the_builder_with_the_same_scores(crops, tmp_path, monkeypatch):
     from iqa_plugin.build import build_network
     from iqa_plugin.hub.cards import load_card_file
     from iqa_plugin.training.export import qualiclip_card, write_export
@@ -64,9 +64,15 @@ def test_export_is_served_by_the_builder_with_the_same_scores(crops, tmp_path):
     def card_for(uri, sha256, size):
         return qualiclip_card("qualiclip-test-tiny", uri, sha256, size, recipe.arch_options("qualiclip-test-tiny"), {"steps": 2})
 
-    weights, card_uri = write_export(fs, str(tmp_path / "export"), "qualiclip-test-tiny", recipe.export_state(), card_for, str)
-    card = load_card_file(card_uri)
-    assert card.weights["model"].format == "safetensors" and weights.endswith(".safetensors")
+    # weights named relative to the card (as the shipped demo card does): found from any working directory
+    weights, card_uri = write_export(
+        fs, str(tmp_path / "export"), "qualiclip-test-tiny", recipe.export_state(), card_for, lambda p: p.rsplit("/", 1)[-1]
+    )
+    assert weights == "qualiclip-test-tiny.safetensors"
+    monkeypatch.chdir(tmp_path)
+    card = load_card_file(tmp_path / "export" / card_uri)
+    assert card.weights["model"].format == "safetensors"
+    assert card.weights["model"].urls == [str(tmp_path / "export" / weights)]
     network = build_network(card)
     images = crops[:, 0, :, :].flatten(0, 1)
     torch.testing.assert_close(network(images).view(-1), recipe.score(images), rtol=1e-5, atol=1e-5)
