@@ -57,9 +57,21 @@ class TrainJobConfig(JobConfig):
 
     @model_validator(mode="after")
     def _check(self) -> TrainJobConfig:
+        from pydantic import ValidationError
+
         from ray_jobs.train.recipes import recipe_spec
 
-        recipe_spec(self.recipe_name).config_class.model_validate(self.recipe)  # unknown keys named here
+        config_class = recipe_spec(self.recipe_name).config_class
+        try:
+            config_class.model_validate(self.recipe)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"recipe.{'.'.join(map(str, e['loc']))}: "
+                + ("unknown key (known: " + ", ".join(config_class.model_fields) + ")"
+                   if e["type"] == "extra_forbidden" else str(e["msg"]).removeprefix("Value error, "))
+                for e in error.errors()
+            )  # fmt: skip
+            raise ValueError(problems) from None
         if self.checkpoint_every % self.report_every:
             raise ValueError(
                 f"checkpoint_every={self.checkpoint_every} is not a multiple of report_every={self.report_every}: "

@@ -104,6 +104,16 @@ def _trainer(config: TrainJobConfig, dataset: Any, loop_config: dict[str, Any]) 
     )
 
 
+def _check_shards(config: TrainJobConfig) -> None:
+    """Fail before Ray starts when the shards are missing or unfinished."""
+    from ray_jobs.shards.data import read_manifest
+
+    try:
+        read_manifest(config.shards)
+    except FileNotFoundError as error:
+        raise UserError(f"--shards {config.shards}: {error}") from None
+
+
 def _dataset(config: TrainJobConfig, spec: Any) -> Any:
     from ray_jobs.shards.data import shards_dataset
 
@@ -136,6 +146,7 @@ def train(config: TrainJobConfig) -> dict[str, Any] | None:
               "(use another --out or --run-name to train again).")  # fmt: skip
         return None
     spec = recipe_spec(config.recipe_name)
+    _check_shards(config)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None
           else f"iqa train: starting {config.recipe_name} run {config.out} ({config.steps} steps, {config.workers} workers)")

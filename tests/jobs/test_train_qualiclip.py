@@ -98,3 +98,15 @@ def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local
     assert f"started at step {step}" in again.stdout or "started at step" in again.stdout
     assert (out / "export" / "qualiclip-test-driver.safetensors").is_file()
     assert "done: 8 steps" in again.stdout
+
+
+def test_user_errors_are_one_line_before_ray_starts(tmp_path, capsys):
+    from ray_jobs.cli import main
+
+    bad = tmp_path / "run.yaml"
+    bad.write_text("recipe:\n  archh: tiny\n")
+    assert main(["train", "qualiclip", "--shards", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "recipe.archh: unknown key (known: arch," in capsys.readouterr().err
+    assert main(["train", "qualiclip", "--shards", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "No manifest.json" in err and len(err.strip().splitlines()) == 1

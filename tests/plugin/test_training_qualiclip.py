@@ -87,3 +87,9 @@ def test_config_rejects_unknown_and_bad_values():
         QualiCLIPRecipe(QualiCLIPRecipeConfig(arch="tiny", prompts="text_tower"), total_steps=1)
     with pytest.raises(ValueError, match=r"expected \[B, 2 crops"):
         _recipe().step(torch.zeros(1, 3, 2, 3, 32, 32))
+
+
+def test_gradient_checkpointing_gives_the_same_step(crops):
+    plain = _recipe().step(crops)
+    checkpointed = _recipe(gradient_checkpointing=True).step(crops)
+    assert checkpointed == pytest.approx(plain, rel=1e-5, abs=1e-7)
