@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._machine import describe_machine  # noqa: E402
 from iqa_plugin.inference.scorer import BatchScorer  # noqa: E402
-from iqa_plugin.testing import fabricate_qualiclip_checkpoint, real_photo_paths  # noqa: E402
-from tests.plugin.native_pyiqa import build_native_qualiclip  # noqa: E402
+from iqa_plugin.testing import build_native_qualiclip, fabricate_qualiclip_checkpoint, real_photo_paths  # noqa: E402
 
 
 def photo_batch(n: int, width: int, height: int) -> list[torch.Tensor]:

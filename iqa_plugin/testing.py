@@ -6,11 +6,15 @@
   checkpoints in the exact published layouts (``QualiCLIP.pth``: the whole OpenAI CLIP RN50 under
   ``clip_model.*`` plus ``prompts_features``; ``QualiCLIP+_*.pth``: ``{'params': {prompt_learner.*}}``).
   Scores from such weights are meaningless; layouts, shapes and dtypes are real.
+* :func:`build_native_qualiclip` builds pyiqa 0.1.16's own QualiCLIP offline from such files: the
+  reference of the parity test and the benchmark.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import torch
@@ -127,3 +131,77 @@ def fabricate_tiny_checkpoint(path: str | Path, seed: int = 0, width: int = 4) -
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in TinyQualityNet(width).state_dict().items()}, str(path))
     return path
+
+
+def fabricated_weights_options(card_name: str, root: str | Path) -> dict[str, str]:
+    """Keyword options that point the plugin metric ``card_name`` at fabricated files under ``root``
+    (written once, reused): ``pretrained_model_path`` and, for QualiCLIP+, ``base_model_path``.
+
+    Raises:
+        ValueError: no fabricator is known for the card's arch.
+    """
+    from iqa_plugin.hub.cards import get_card
+
+    card = get_card(card_name)
+    root = Path(root)
+    if card.arch != "IqaPluginQualiCLIP":
+        raise ValueError(f"no fabricated weights for arch {card.arch!r} of card {card_name!r}; add one in iqa_plugin.testing")
+    base = root / "QualiCLIP.pth"
+    if not base.is_file():
+        fabricate_qualiclip_checkpoint(base, seed=0)
+    if "base" not in card.weights:
+        return {"pretrained_model_path": str(base)}
+    plus = root / "QualiCLIP+_params.pth"
+    if not plus.is_file():
+        fabricate_qualiclip_plus_params(plus, seed=1)
+    return {"pretrained_model_path": str(plus), "base_model_path": str(base)}
+
+
+# --------------------------------------------------------------------------- pyiqa's own QualiCLIP, offline
+# pyiqa's path downloads OpenAI's RN50 and the QualiCLIP weights and imports ``pkg_resources`` (through
+# openai-clip), which current setuptools no longer ships. Here: a minimal ``pkg_resources`` shim (only
+# when none is installed), and pyiqa's loaders pointed at local files while the network is built. pyiqa's
+# network code itself runs unchanged: it is the reference our implementation is compared against.
+
+
+def _shim_pkg_resources() -> None:
+    try:
+        import pkg_resources  # noqa: F401
+    except ModuleNotFoundError:
+        import packaging.version
+
+        shim = types.ModuleType("pkg_resources")
+        shim.packaging = types.SimpleNamespace(version=packaging.version)
+        sys.modules["pkg_resources"] = shim
+
+
+def build_native_qualiclip(model_type: str, base_checkpoint: Path, plus_params: Path | None = None, **kwargs):
+    """pyiqa's native ``QualiCLIP(model_type=...)`` loaded from local files, in eval mode on CPU."""
+    _shim_pkg_resources()
+    from pyiqa.archs import arch_util, clip_model, qualiclip_arch
+
+    state = torch.load(base_checkpoint, map_location="cpu", weights_only=True)
+    clip_state = {k.replace("clip_model.", ""): v for k, v in state.items() if k.startswith("clip_model.")}
+
+    def local_clip(name, device="cpu"):
+        return clip_model.build_model(dict(clip_state)).float()
+
+    def local_file(url, *args, **kw):
+        return str(base_checkpoint)
+
+    def local_network(net, model_path, strict=True, weight_keys=None):
+        loaded = torch.load(plus_params, map_location="cpu", weights_only=True)
+        loaded = loaded[weight_keys] if weight_keys else loaded
+        net.load_state_dict(arch_util.clean_state_dict(loaded), strict=strict)
+
+    saved = (qualiclip_arch.load, qualiclip_arch.load_file_from_url, qualiclip_arch.load_pretrained_network)
+    qualiclip_arch.load, qualiclip_arch.load_file_from_url, qualiclip_arch.load_pretrained_network = (
+        local_clip,
+        local_file,
+        local_network,
+    )
+    try:
+        net = qualiclip_arch.QualiCLIP(model_type=model_type, **kwargs)
+    finally:
+        qualiclip_arch.load, qualiclip_arch.load_file_from_url, qualiclip_arch.load_pretrained_network = saved
+    return net.eval()

@@ -139,3 +139,57 @@ def ray_local():
         ray.init(num_cpus=4, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# --------------------------------------------------------------------------- fresh installs of the project
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fresh_venv(root: Path) -> Path:
+    """A real ``python -m venv --system-site-packages`` whose third-party dependencies are this test
+    environment's site-packages, appended by a plain ``.pth`` (plain path lines do not run that
+    directory's own ``.pth`` files, so an install of this project there stays inert)."""
+    import site
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
+                   check=True, timeout=300)
+    python = root / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "zz_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
+
+
+def _pip_install(python: Path, *args: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                    "--no-build-isolation", "-q", *args], check=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def wheel_env_python(tmp_path_factory) -> Path:
+    """Python of a fresh venv with this project's wheel installed (``pip install --no-deps``)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("hatchling")
+    root = tmp_path_factory.mktemp("wheel-env")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(root / "dist"), str(_ROOT)], check=True, timeout=300)
+    python = _fresh_venv(root / "venv")
+    _pip_install(python, str(next((root / "dist").glob("iqa_plugin-*.whl"))))
+    return python
+
+
+@pytest.fixture(scope="session")
+def editable_env_python(tmp_path_factory) -> Path:
+    """Python of a fresh venv with this checkout installed editable (``pip install --no-deps -e``)."""
+    pytest.importorskip("hatchling")
+    python = _fresh_venv(tmp_path_factory.mktemp("editable-env") / "venv")
+    _pip_install(python, "-e", str(_ROOT))
+    return python

@@ -6,9 +6,17 @@ own device, so degradations run on its GPU and the shards stay small and reusabl
 yields) or a list of row mappings (what ``take``/``iter_rows`` yield). Column names are those of
 ``ray_jobs.shards.data``'s schema.
 
->>> crops = materialize_qualiclip_batch(batch, "cuda")        # doctest: +SKIP
->>> crops.shape                                                # [B, 2 crops, L levels, 3, crop, crop]
->>> hr, lr = materialize_sr_batch(sr_batch, "cuda")            # doctest: +SKIP
+>>> import io
+>>> from PIL import Image
+>>> png = io.BytesIO(); Image.new("RGB", (32, 32), (120, 80, 40)).save(png, "PNG")
+>>> row = {"crop_a": png.getvalue(), "crop_b": png.getvalue(), "distortion": "gaussian_blur",
+...        "levels": [1, 3, 5], "seeds": [11, 12, 13]}
+>>> materialize_qualiclip_batch([row], "cpu").shape  # [B, 2 crops, L levels, 3, crop, crop]
+torch.Size([1, 2, 3, 3, 32, 32])
+>>> sr_row = {"hr": png.getvalue(), "degradation": "bicubic", "seed": 0, "scale": 4, "realsr_config": ""}
+>>> hr, lr = materialize_sr_batch([sr_row], "cpu")
+>>> tuple(hr.shape), tuple(lr.shape)
+((1, 3, 32, 32), (1, 3, 8, 8))
 
 Determinism: each level of each sample is degraded with its own recorded seed, applied to that sample's
 two crops together, so a sample's tensors depend only on its row (not on the rest of the batch): the

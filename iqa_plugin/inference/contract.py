@@ -31,6 +31,9 @@ class InputTransform(nn.Module):
     ``(x - mean) / std``. Values outside [0, 1] pass (pyiqa's loss path feeds them); NaN and inf do not.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, contract: InputContract) -> None:
         super().__init__()
         self.contract = contract
@@ -51,7 +54,7 @@ class InputTransform(nn.Module):
         return nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = validate_batch(x, min_side=self.min_side)
+        x = validate_batch(x, min_side=self.min_side, unit_range=False)
         x = self.resize(x)
         if self.low != 0.0 or self.span != 1.0:
             x = x * self.span + self.low

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -39,14 +39,22 @@ def build_metric_network(model: str, **kwargs: Any) -> nn.Module:
 
 
 class QualityNetwork(Protocol):
-    """What :class:`BatchScorer` needs of a network: RGB ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1]``.
-
-    Optional capability, used when present on a network the scorer built from a card:
-    ``prepare_for_inference(compile: bool) -> None`` makes a frozen network faster (QualiCLIP folds
-    BatchNorm into its convolutions and compiles its image tower).
-    """
+    """What :class:`BatchScorer` needs of a network: RGB ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1]``
+    (higher is better unless the card says ``lower_better``). Any ``nn.Module`` with that forward fits."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PreparesForInference(Protocol):
+    """Optional capability of a quality network: make a frozen network faster for inference only.
+
+    QualiCLIP folds BatchNorm into its convolutions and, with ``compile=True``, compiles its image
+    tower. The scorer calls it on networks it built from a card (never on a network the caller passed,
+    which may still be trained).
+    """
+
+    def prepare_for_inference(self, compile: bool = False) -> None: ...
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -108,9 +116,8 @@ class BatchScorer:
         self.model_name = model if isinstance(model, str) else type(model).__name__
         self.weights_sha256: str | None = getattr(network, "weights_sha256", None)
         network = network.to(self.device).eval()
-        prepare = getattr(network, "prepare_for_inference", None)
-        if isinstance(model, str) and callable(prepare):
-            prepare(compile=compile)  # built here, frozen: the network's own fast path
+        if isinstance(model, str) and isinstance(network, PreparesForInference):
+            network.prepare_for_inference(compile=compile)  # built here, frozen: the network's own fast path
         elif compile:
             network = torch.compile(network, dynamic=False)
         if channels_last:

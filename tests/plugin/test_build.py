@@ -82,3 +82,24 @@ def test_unknown_arch_lists_the_table(tmp_path):
     path = fabricate_tiny_checkpoint(tmp_path / "tiny.safetensors")
     with pytest.raises(ValueError, match="IqaPluginQualiCLIP"):
         build_network(_card(path))
+
+
+def test_scorer_serves_any_card_network(tiny_arch, tmp_path, monkeypatch):
+    """A new card + arch table entry is scored by BatchScorer by name, with no QualiCLIP-specific path."""
+    import yaml
+
+    from iqa_plugin.inference.scorer import BatchScorer
+
+    path = fabricate_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=5)
+    registry = tmp_path / "cards"
+    registry.mkdir()
+    card = _card(path, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    (registry / "tiny.yaml").write_text(yaml.safe_dump(card.model_dump(mode="json")))
+    monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(registry))
+    scorer = BatchScorer("tiny-test", device="cpu", batch_size=2)
+    assert scorer.weights_sha256 == sha256_file(path)
+    images = [torch.rand(3, 40, 48), torch.rand(3, 48, 40), torch.rand(3, 40, 48)]
+    reference = build_network(card)
+    with torch.inference_mode():
+        expected = [reference(x.unsqueeze(0)).item() for x in images]
+    torch.testing.assert_close(torch.tensor(scorer.score_tensors(images)), torch.tensor(expected))

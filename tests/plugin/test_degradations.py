@@ -160,3 +160,14 @@ def test_degrade_realworld_shape_determinism_and_config(batch):
         RealSRConfig(unknown_field=1)
     with pytest.raises(ValueError, match="blur_sigma"):
         RealSRConfig.model_validate({"stage1": {"blur_sigma": (3.0, 1.0)}})
+
+
+@pytest.mark.parametrize("quality", [(30, 250), (0, 90), (-5, 50)])
+def test_realsr_jpeg_quality_outside_1_100_is_rejected(quality):
+    from pydantic import ValidationError
+
+    from iqa_plugin.data.degradations import RealSRStage
+
+    with pytest.raises(ValidationError, match="jpeg_quality"):
+        RealSRStage(jpeg_quality=quality)
+    assert RealSRStage(jpeg_quality=(1, 100)).jpeg_quality == (1.0, 100.0)

@@ -174,10 +174,13 @@ def test_bad_input_raises_its_reason_and_teaches(case, build, reason, text, jpeg
 
 
 def test_reason_table_lists_every_code():
-    codes = {getattr(images, name) for name in ("EMPTY", "NOT_AN_IMAGE", "TRUNCATED", "TOO_MANY_PIXELS",
+    from iqa_plugin.data import reasons
+
+    codes = {getattr(reasons, name) for name in ("EMPTY", "NOT_AN_IMAGE", "TRUNCATED", "TOO_MANY_PIXELS",
                                                 "TOO_SMALL", "MISSING", "BAD_VALUES", "BAD_SHAPE",
                                                 "UNSUPPORTED_TYPE", "DECODE_ERROR")}
-    assert codes == set(REASONS) and len(codes) == 10
+    assert codes == images.IMAGE_REASONS and len(codes) == 10
+    assert REASONS is reasons.REASONS and codes <= set(REASONS)  # one reason-code table, not a restatement
     assert MIN_SIDE == 32 and DEFAULT_MAX_PIXELS == 89_478_485
 
 

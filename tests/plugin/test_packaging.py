@@ -33,6 +33,8 @@ def test_wheel_contents(wheel):
     assert {f"{n}.yaml" for n in ("qualiclip", "qualiclip+", "qualiclip+-clive", "qualiclip+-flive", "qualiclip+-spaq")} <= cards
     assert any(n.startswith("ray_jobs/") for n in names)
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
+    # the autoload .pth sits at the site-packages root (only there does Python run it), once
+    assert [n for n in names if n.endswith(".pth")] == ["iqa_plugin_autoload.pth"]
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "[pyiqa.archs]" in entry_points and "iqa_plugin.registration:register" in entry_points
     assert "iqa = ray_jobs.cli:main" in entry_points

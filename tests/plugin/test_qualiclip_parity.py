@@ -9,7 +9,7 @@ from PIL import Image
 
 import iqa_plugin  # noqa: F401  (registers the plugin)
 from iqa_plugin.build import build_network
-from tests.plugin.native_pyiqa import build_native_qualiclip
+from iqa_plugin.testing import build_native_qualiclip
 
 pytestmark = pytest.mark.slow
 

@@ -75,7 +75,7 @@ class RealSRStage(BaseModel):
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
         if abs(sum(self.resize_probs) - 1) > 1e-6 or min(self.resize_probs) < 0:
             raise ValueError(f"resize_probs must be 3 non-negative numbers summing to 1, got {self.resize_probs}")
-        if not 1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100:
+        if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
             raise ValueError(f"jpeg_quality must lie in [1, 100], got {self.jpeg_quality}")
         if not self.resize_modes:
             raise ValueError("resize_modes must name at least one of area, bilinear, bicubic")
