@@ -168,7 +168,8 @@ class JobConfig(BaseModel):
     @classmethod
     def _cli_spec(cls, name: str) -> dict[str, Any]:
         extra = cls.model_fields[name].json_schema_extra
-        return dict(extra.get("cli") or {}) if isinstance(extra, dict) else {}
+        spec = extra.get("cli") if isinstance(extra, dict) else None
+        return dict(spec) if isinstance(spec, dict) else {}
 
     @classmethod
     def values_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:

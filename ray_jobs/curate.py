@@ -151,7 +151,7 @@ def _select(table, config: CurateConfig):
     elif config.top_k is not None:
         keep = min(config.top_k, n)
     else:
-        keep = min(n, math.ceil(n * float(config.top_percent) / 100.0 - 1e-9))
+        keep = min(n, math.ceil(n * float(config.top_percent or 0) / 100.0 - 1e-9))
     return table.slice(0, keep), n
 
 

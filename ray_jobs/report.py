@@ -189,9 +189,9 @@ def _thumbnail(uri: str) -> str | None:
         fs, path = filesystem_for(uri)
         with fs.open(path, "rb") as handle:
             data = handle.read()
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at reduced scale, much faster
-            image = ImageOps.exif_transpose(image)
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at reduced scale, much faster
+            image: Image.Image = ImageOps.exif_transpose(opened)
             image.thumbnail((THUMB_PX, THUMB_PX))
             if image.mode != "RGB":
                 background = Image.new("RGB", image.size, (255, 255, 255))

@@ -100,7 +100,7 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     return {
         "decode": {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
                    "threads": config.fetch_threads, "settings": settings},
-        "scorer": {"scorer_kwargs": config.scorer_kwargs(device), "settings": settings,
+        "scorer": {"scorer_kwargs": config.scorer_kwargs(device),
                    "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))},
         "write": {"dst": config.out, "settings": settings},
     }
@@ -126,7 +126,7 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
-    ds = ray.data.from_arrow(blocks)
+    ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
         fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
@@ -253,7 +253,9 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     del inputs, done
     counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
     if blocks:
-        with ensure_ray(min_cpus=config.actors * config.cpus_per_actor + config.cpus_per_decode_task, log=log):
+        # a local Ray fits the actors, one decode task and the writes (0.25 CPU each)
+        needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 1
+        with ensure_ray(min_cpus=needed, log=log):
             counts = _execute(config, blocks, n_pending, log, scorer_cls)
     del blocks
     rows, scored, errors = _verify(config.out, input_ids)

@@ -150,11 +150,12 @@ class BlockScorer:
     Args:
         scorer_kwargs: keyword arguments of :class:`iqa_plugin.inference.scorer.BatchScorer`.
         torch_threads: intra-op threads on CPU (Ray sets ``OMP_NUM_THREADS`` to the actor's CPUs).
-        settings: non-secret storage settings (weights may live on the object store too).
+
+    The weights are the ones the driver already resolved into the plugin's cache (``check_weights``); on
+    another node the plugin resolves them again with that node's own environment and credentials.
     """
 
-    def __init__(self, scorer_kwargs: dict[str, Any], torch_threads: int | None = None,
-                 settings: StorageSettings | None = None) -> None:
+    def __init__(self, scorer_kwargs: dict[str, Any], torch_threads: int | None = None) -> None:
         import torch
 
         from iqa_plugin.inference.scorer import BatchScorer
@@ -163,7 +164,6 @@ class BlockScorer:
         if kwargs.get("device") == "cpu" and torch_threads:
             torch.set_num_threads(int(torch_threads))
         model = kwargs.pop("model")
-        self.settings = settings
         self.scorer = BatchScorer(model, **kwargs)
         self.model_name = str(self.scorer.model_name)
         self.weights_sha256 = self.scorer.weights_sha256
