@@ -34,6 +34,30 @@ def build_rn50_clip() -> nn.Module:
         open_clip_logger.setLevel(level)
 
 
+class ImageOnlyCLIP(nn.Module):
+    """A CLIP without text tower: an open_clip ``ModifiedResNet`` of any size plus ``logit_scale``, with
+    the RN50 key names (``visual.*``, ``logit_scale``), for small QualiCLIP models trained from scratch
+    (their prompt features are stored, so no text tower is needed)."""
+
+    def __init__(self, layers: tuple[int, int, int, int], width: int, heads: int, output_dim: int) -> None:
+        super().__init__()
+        from open_clip.modified_resnet import ModifiedResNet
+
+        # image_size only sizes the attention pool's positional embedding, which ImageTower never uses
+        self.visual = ModifiedResNet(list(layers), output_dim=output_dim, heads=heads, image_size=64, width=width)
+        self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(100.0)))))
+
+
+def build_image_only_clip(vision: dict) -> ImageOnlyCLIP:
+    """An :class:`ImageOnlyCLIP` from a config ``{layers: [4 ints], width, heads, output_dim}``."""
+    expected = {"layers", "width", "heads", "output_dim"}
+    if set(vision) != expected:
+        raise ValueError(f"vision={vision!r}: expected exactly the keys {sorted(expected)} (a reduced ModifiedResNet)")
+    if (int(vision["width"]) * 32) % int(vision["heads"]):
+        raise ValueError(f"vision={vision!r}: heads must divide width * 32 (the attention pool's width)")
+    return ImageOnlyCLIP(tuple(vision["layers"]), int(vision["width"]), int(vision["heads"]), int(vision["output_dim"]))
+
+
 def split_qualiclip_checkpoint(state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Split a QualiCLIP.pth dict into (CLIP state dict without prefix, prompts_features [14, 1024]).
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from iqa_plugin.archs.clip_backbone import (
     ImageTower,
+    build_image_only_clip,
     build_rn50_clip,
     load_clip_weights,
     split_qualiclip_checkpoint,
@@ -54,16 +55,22 @@ class IqaPluginQualiCLIP(nn.Module):
         temperature: softmax temperature of each prompt pair: 2 (pyiqa's, the default) or 1 (the official
             torch.hub model).
         n_ctx: number of learned context tokens (``qualiclip+*``).
+        vision: a reduced image tower ``{layers, width, heads, output_dim}`` (models trained by
+            ``iqa train qualiclip`` from a small config; no text tower); ``None``: CLIP RN50.
     """
 
-    def __init__(self, model_type: str = "qualiclip", temperature: float = 2.0, n_ctx: int = 16) -> None:
+    def __init__(
+        self, model_type: str = "qualiclip", temperature: float = 2.0, n_ctx: int = 16, vision: dict | None = None
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature={temperature!r}: expected a positive number (2 = pyiqa, 1 = official).")
         self.model_type = model_type
         self.temperature = float(temperature)
-        clip = build_rn50_clip()
-        self.register_buffer("prompt_features", torch.zeros(len(PROMPTS), clip.text_projection.shape[1]))
+        if vision is not None and _is_plus(model_type):
+            raise ValueError(f"vision={vision!r} is for plain QualiCLIP models; {model_type!r} needs CLIP's text tower.")
+        clip = build_rn50_clip() if vision is None else build_image_only_clip(vision)
+        self.register_buffer("prompt_features", torch.zeros(len(PROMPTS), clip.visual.output_dim))
         self.logit_scale = nn.Parameter(clip.logit_scale.detach().clone(), requires_grad=False)
         self.image_tower = ImageTower(clip.visual)
         self.prompt_learner: PromptLearner | None = None

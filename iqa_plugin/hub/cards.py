@@ -191,6 +191,7 @@ def load_card_file(path: str | os.PathLike[str]) -> ModelCard:
         raise CardError(f"Model card {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise CardError(f"Model card {path} must be a YAML mapping of fields, got {type(data).__name__}")
+    _weights_next_to_card(data, path.resolve().parent)
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
@@ -200,6 +201,21 @@ def load_card_file(path: str | os.PathLike[str]) -> ModelCard:
         raise CardError(
             f"Model card {path} does not match the schema (iqa_plugin.hub.cards.ModelCard):\n{problems}"
         ) from exc
+
+
+def _weights_next_to_card(data: dict[str, Any], folder: Path) -> None:
+    """A weights URL that is a bare relative path (``demo.safetensors``) names a file next to the card,
+    so cards shipped with their weights (registry/, a wheel) work from any working directory."""
+    weights = data.get("weights")
+    for entry in weights.values() if isinstance(weights, dict) else ():
+        urls = entry.get("urls") if isinstance(entry, dict) else None
+        if isinstance(urls, list):
+            entry["urls"] = [
+                str(folder / url)
+                if isinstance(url, str) and url.strip() and "://" not in url and not url.startswith(("/", "~"))
+                else url
+                for url in urls
+            ]
 
 
 def packaged_registry_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,12 @@ def test_packaged_cards_validate_and_the_five_names_exist(monkeypatch):
             continue
         qualiclip_cards.add(card.name)
         assert card.arch == "IqaPluginQualiCLIP"
+        if "-demo-" in card.name:  # a model trained by our recipe, shipped with its weights next to the card
+            weights = Path(card.weights["model"].urls[0])
+            assert weights.parent == path.parent and weights.suffix == ".safetensors"
+            assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights["model"].sha256
+            assert "NOT the QualiCLIP paper's weights" in card.description and weights.stat().st_size <= 10_000_000
+            continue
         assert card.arch_options == {"model_type": card.name}
         assert card.paper == "arXiv:2403.11176"
         assert card.score_range == (0.0, 1.0) and card.lower_better is False and card.metric_mode == "NR"

@@ -1,0 +1,78 @@
+"""Export of a trained model: a safetensors file plus a model card that the registry serves.
+
+The card names the weights by URI (a local absolute path or an fsspec URL such as ``s3://...``) with
+their sha256 and size, and records how the model was made (recipe config, data, command, validation
+figures) in ``description`` so that ``iqa models`` and a reader of the YAML see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import yaml
+
+from iqa_plugin.archs.clip_backbone import CLIP_MEAN, CLIP_STD
+
+__all__ = ["qualiclip_card", "safetensors_bytes", "write_export"]
+
+
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """The safetensors serialisation of ``tensors`` (contiguous CPU copies), deterministic for equal input."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())}, metadata=dict(metadata or {}))
+
+
+def qualiclip_card(
+    name: str, weights_uri: str, sha256: str, size: int, arch_options: Mapping[str, Any], provenance: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A metric card (``iqa_plugin.hub.cards.ModelCard`` fields) for a QualiCLIP model trained here."""
+    lines = [f"{key}: {json.dumps(value, sort_keys=True, default=str)}" for key, value in provenance.items()]
+    return {
+        "name": name,
+        "kind": "metric",
+        "arch": "IqaPluginQualiCLIP",
+        "arch_options": dict(arch_options),
+        "weights": {"model": {"urls": [weights_uri], "sha256": sha256, "bytes": size, "format": "safetensors"}},
+        "license": "trained with iqa-plugin's QualiCLIP recipe; licence of the weights follows the training images",
+        "paper": "arXiv:2403.11176",
+        "input": {
+            "color": "RGB", "value_range": [0.0, 1.0], "min_side": 32, "resize": "native",
+            "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+        },  # fmt: skip
+        "score_range": [0.0, 1.0],
+        "lower_better": False,
+        "metric_mode": "NR",
+        "description": "QualiCLIP-style model trained by iqa-plugin (NOT the paper's published weights).\n"
+        + "\n".join(lines),
+    }
+
+
+def write_export(
+    fs: Any, root: str, name: str, tensors: Mapping[str, torch.Tensor], card_for: Any, uri_of: Any
+) -> tuple[str, str]:
+    """Write ``<root>/<name>.safetensors`` and ``<root>/<name>.yaml`` on the fsspec ``fs``.
+
+    Args:
+        card_for: ``(weights_uri, sha256, size) -> card dict``.
+        uri_of: ``path -> URI`` a reader can open again (absolute local path or ``s3://...``).
+
+    Returns:
+        ``(weights URI, card URI)``. The card is written last, so a card always points at complete weights.
+    """
+    blob = safetensors_bytes(tensors, {"format": "pt", "producer": "iqa-plugin"})
+    weights_path = f"{root.rstrip('/')}/{name}.safetensors"
+    card_path = f"{root.rstrip('/')}/{name}.yaml"
+    with fs.open(weights_path, "wb") as handle:
+        handle.write(blob)
+    card = card_for(uri_of(weights_path), hashlib.sha256(blob).hexdigest(), len(blob))
+    text = io.StringIO()
+    yaml.safe_dump(card, text, sort_keys=False, width=110)
+    with fs.open(card_path, "w") as handle:
+        handle.write(text.getvalue())
+    return uri_of(weights_path), uri_of(card_path)

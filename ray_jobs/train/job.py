@@ -1,0 +1,200 @@
+"""The training job: ``iqa train RECIPE --shards SRC --out RUN [--workers N] [--gpus-per-worker G] [--config run.yaml]``.
+
+::
+
+    iqa shards --source photos/ --out shards/ --kind qualiclip --crop 96
+    iqa train qualiclip --shards shards/ --out runs/demo --workers 2 --steps 300
+    python -m ray_jobs.train qualiclip ...       # the same (ray job submit -- python -m ray_jobs.train ...)
+
+The driver builds the Ray Data dataset over the shards and runs Ray Train's ``TorchTrainer`` (DDP; gloo
+on CPU, nccl on GPU) with :func:`ray_jobs.train.harness.train_loop_per_worker`. The run lives under
+``<out>/<run_name>/`` (Ray Train's checkpoints ``step_<n>``), the export under ``<out>/export/``.
+
+* A worker that dies: Ray Train restarts the group from the last checkpoint (``max_failures`` times).
+* The driver killed: the same command finds the run in storage and resumes ("resuming from step K").
+* A finished run (its export card exists): the same command says so and does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from typing import Any
+
+from ray_jobs.errors import UserError
+from ray_jobs.train.config import TrainJobConfig
+
+CONFIG = TrainJobConfig
+_STEP_DIR = re.compile(r"step_(\d{8})$")
+
+
+def latest_checkpoint_step(out: str, run_name: str) -> int | None:
+    """The step of the newest checkpoint of run ``run_name`` under ``out`` (None when there is none)."""
+    from ray_jobs.runtime import filesystem_for, join_uri
+
+    fs, root = filesystem_for(join_uri(out, run_name))
+    if not fs.exists(root):
+        return None
+    steps = [int(m.group(1)) for p in fs.ls(root, detail=False) if (m := _STEP_DIR.search(p.rstrip("/")))]
+    return max(steps) if steps else None
+
+
+def finished_card(config: TrainJobConfig) -> str | None:
+    """The export card's URI when the run already finished, else None."""
+    from ray_jobs.runtime import filesystem_for, full_uri, join_uri
+
+    fs, path = filesystem_for(join_uri(config.out, "export", f"{config.card_name()}.yaml"))
+    return full_uri(fs, path) if fs.exists(path) else None
+
+
+def _print_progress(queue: Any, steps: int, stop: threading.Event) -> None:
+    """Driver-side progress lines from rank 0's reports (worker output is not forwarded by default)."""
+    from ray.util.queue import Empty
+
+    while not stop.is_set():
+        try:
+            item = queue.get(timeout=1.0)
+        except Empty:
+            continue
+        except Exception:  # the queue actor is gone (Ray shutting down)
+            return
+        if item.get("event") == "start":
+            print(f"iqa train: {item['world']} workers started at step {item['step']}", flush=True)
+            continue
+        line = (f"iqa train: step {item['step']}/{steps} loss {item['loss']:.4f} (cons {item['consistency']:.4f} "
+                f"pos {item['positive']:.4f} neg {item['negative']:.4f}) lr {item['lr']:.2e} "
+                f"{item['samples_per_s']:.1f} samples/s")  # fmt: skip
+        if "val_srcc" in item:
+            line += f" | val SRCC {item['val_srcc']:.3f} pristine-above {item['val_pristine_above']:.2f}"
+        print(line, flush=True)
+
+
+def _storage_path(out: str) -> str:
+    import os
+
+    from ray_jobs.runtime import protocol_of
+
+    return os.path.abspath(out) if protocol_of(out) == "file" else out
+
+
+def _trainer(config: TrainJobConfig, dataset: Any, loop_config: dict[str, Any]) -> Any:
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.train.harness import train_loop_per_worker
+
+    resources = {"CPU": config.cpus_per_worker}
+    if config.gpus_per_worker:
+        resources["GPU"] = config.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=config.workers, use_gpu=config.gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=config.run_name,
+            storage_path=_storage_path(config.out),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+        ),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def _check_shards(config: TrainJobConfig) -> None:
+    """Fail before Ray starts when the shards are missing or unfinished."""
+    from ray_jobs.shards.data import read_manifest
+
+    try:
+        read_manifest(config.shards)
+    except FileNotFoundError as error:
+        raise UserError(f"--shards {config.shards}: {error}") from None
+
+
+def _dataset(config: TrainJobConfig, spec: Any) -> Any:
+    from ray_jobs.shards.data import shards_dataset
+
+    try:
+        dataset = shards_dataset(config.shards, kind=spec.shards_kind)
+    except (FileNotFoundError, ValueError) as error:
+        raise UserError(f"--shards {config.shards}: {error}") from None
+    excluded = set(spec.excluded(spec.config_class.model_validate(config.recipe)))
+    if excluded:
+        dataset = dataset.filter(lambda row: row["distortion"] not in excluded)
+    return dataset
+
+
+def run(config: TrainJobConfig) -> int:
+    """Train, checkpoint, export; 0 when the run finished (now or before)."""
+    metrics = train(config)
+    return 0 if metrics is None else _summarise(config, metrics)
+
+
+def train(config: TrainJobConfig) -> dict[str, Any] | None:
+    """Run the training (or find it finished: returns None); returns rank 0's last reported metrics."""
+    from ray.util.queue import Queue
+
+    from ray_jobs.runtime import ensure_ray
+    from ray_jobs.train.recipes import default_validation_images, recipe_spec
+
+    card = finished_card(config)
+    if card is not None:
+        print(f"iqa train: run {config.out} already finished; its export is {card}. Nothing to do "
+              "(use another --out or --run-name to train again).")  # fmt: skip
+        return None
+    spec = recipe_spec(config.recipe_name)
+    _check_shards(config)
+    resume = latest_checkpoint_step(config.out, config.run_name)
+    print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None
+          else f"iqa train: starting {config.recipe_name} run {config.out} ({config.steps} steps, {config.workers} workers)")
+    images = config.validation_images or default_validation_images()
+    command = "iqa train " + " ".join(sys.argv[1:]) if sys.argv and "train" in sys.argv else "iqa train"
+    with ensure_ray(min_cpus=config.workers * config.cpus_per_worker + 1):
+        queue = Queue()
+        loop_config = {"job": config.model_dump(mode="json"), "progress": queue,
+                       "validation_images": images, "command": command}  # fmt: skip
+        stop = threading.Event()
+        printer = threading.Thread(target=_print_progress, args=(queue, config.steps, stop), daemon=True)
+        printer.start()
+        try:
+            result = _trainer(config, _dataset(config, spec), loop_config).fit()
+        finally:
+            stop.set()
+            printer.join(timeout=5)
+    return dict(result.metrics or {})
+
+
+def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:
+    card = finished_card(config)
+    if card is None:
+        print(f"iqa train: the run ended at step {metrics.get('step')} without an export", file=sys.stderr)
+        return 1
+    if config.register_to:
+        from pathlib import Path
+
+        from ray_jobs.runtime import filesystem_for
+
+        fs, path = filesystem_for(card)
+        target = Path(config.register_to).expanduser() / f"{config.card_name()}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(fs.cat_file(path))
+        print(f"iqa train: card registered as {target} (serve it with IQA_PLUGIN_REGISTRY={target.parent})")
+    srcc = metrics.get("val_srcc")
+    figures = f", held-out SRCC(score, level) {srcc:.3f}" if isinstance(srcc, float) else ""
+    print(f"iqa train: done: {metrics.get('step')} steps{figures}; model card {card} "
+          f"(pyiqa.create_metric('{config.card_name()}') once the card is in the registry)")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ray_jobs.train``: the same options as ``iqa train``."""
+    from ray_jobs.cli import job_main
+
+    return job_main("train", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

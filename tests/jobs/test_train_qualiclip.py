@@ -1,0 +1,112 @@
+"""The QualiCLIP training job on a real local Ray and the moto S3 server: shards -> train (a worker killed
+mid-run) -> export -> pyiqa.create_metric; the driver killed and rerun; a finished run rerun. Each Ray
+Train start costs ~20 s here, so the runs are tiny and few."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+RECIPE = {"arch": "tiny", "exclude_distortions": ["lens_blur"]}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, photos, ray_local):
+    """QualiCLIP shards of two training photos (48 px crops, 8 pairs each: 16 samples)."""
+    from ray_jobs.shards.config import ShardsJobConfig
+    from ray_jobs.shards.job import run_shards_job
+
+    root = tmp_path_factory.mktemp("train-shards")
+    (root / "pristine").mkdir()
+    for photo in [p for p in photos if p.name not in ("flower.jpg", "grace_hopper.jpg")][:2]:
+        shutil.copyfile(photo, root / "pristine" / photo.name)
+    out = str(root / "shards")
+    run_shards_job(ShardsJobConfig(source=str(root / "pristine"), out=out, kind="qualiclip", crop=48,
+                                   samples_per_image=8, images_per_shard=1), progress=lambda line: None)  # fmt: skip
+    return out
+
+
+def _config(shards: str, out: str, **values):
+    from ray_jobs.train.config import TrainJobConfig
+
+    defaults = {"recipe_name": "qualiclip", "shards": shards, "out": out, "workers": 2, "batch_size": 2,
+                "steps": 6, "report_every": 2, "checkpoint_every": 2, "validate_every": 0,
+                "validation_crop": 48, "export_name": "qualiclip-test-run", "recipe": RECIPE}  # fmt: skip
+    return TrainJobConfig(**{**defaults, **values})
+
+
+def test_killed_worker_resumes_then_export_is_served_by_pyiqa(s3_server, s3, shards, photos, tmp_path, capsys, monkeypatch):
+    from ray_jobs.train.job import run
+
+    s3.mkdir("runs")
+    registry = tmp_path / "registry"
+    config = _config(shards, "s3://runs/qualiclip", inject_failure_at_step=5, max_failures=2, register_to=str(registry))
+    assert run(config) == 0
+    printed = capsys.readouterr().out
+    events = [(kind, int(step)) for kind, step in re.findall(r"(started at step|step) (\d+)", printed)]
+    starts = [step for kind, step in events if kind == "started at step"]
+    # rank 1 died before step 5: the group restarted from the last *recorded* checkpoint (the step-4
+    # report can be lost with the dying worker, then it is step 2) and never went further back
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] in (2, 4), printed
+    after_restart = [step for kind, step in events[events.index(("started at step", starts[1])) + 1 :] if kind == "step"]
+    assert after_restart and min(after_restart) > starts[1] and after_restart[-1] == 6, printed
+    assert s3.exists("runs/qualiclip/_injected_failure")
+    assert {p.rsplit("/", 1)[-1] for p in s3.ls("runs/qualiclip/run")} >= {"step_00000004", "step_00000006"}
+    assert s3.exists("runs/qualiclip/export/qualiclip-test-run.safetensors")
+
+    monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(registry))
+    import pyiqa
+
+    import iqa_plugin
+
+    iqa_plugin.register()
+    metric = pyiqa.create_metric("qualiclip-test-run", device="cpu")
+    scores = [float(metric(str(photo))) for photo in photos[:2]]
+    assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] != scores[1]
+
+    assert run(config) == 0  # finished: says so, does nothing
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ray_jobs.train", "qualiclip", "--shards", shards, "--out", str(out),
+               "--workers", "2", "--batch-size", "2", "--steps", "8", "--report-every", "2",
+               "--checkpoint-every", "2", "--validate-every", "0", "--validation-crop", "48",
+               "--export-name", "qualiclip-test-driver"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "run" / "step_00000002").exists():
+        assert driver.poll() is None and time.monotonic() < deadline, "the first checkpoint never appeared"
+        time.sleep(0.5)
+    driver.kill()
+    driver.communicate(timeout=60)
+    time.sleep(3)  # let Ray reap the dead driver's trainer
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    step = int(re.search(r"resuming qualiclip run .* from step (\d+)", again.stdout).group(1))
+    assert step >= 2
+    assert f"started at step {step}" in again.stdout or "started at step" in again.stdout
+    assert (out / "export" / "qualiclip-test-driver.safetensors").is_file()
+    assert "done: 8 steps" in again.stdout
+
+
+def test_user_errors_are_one_line_before_ray_starts(tmp_path, capsys):
+    from ray_jobs.cli import main
+
+    bad = tmp_path / "run.yaml"
+    bad.write_text("recipe:\n  archh: tiny\n")
+    assert main(["train", "qualiclip", "--shards", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "recipe.archh: unknown key (known: arch," in capsys.readouterr().err
+    assert main(["train", "qualiclip", "--shards", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "No manifest.json" in err and len(err.strip().splitlines()) == 1
