@@ -14,30 +14,32 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import os
 import posixpath
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ray_jobs.io import filesystem_for, join_uri
+from ray_jobs.cli import job_main
+from ray_jobs.config import JobConfig, cli
+from ray_jobs.errors import UserError
+from ray_jobs.runtime import filesystem_for, join_uri
 
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 SCORE_COLUMNS = ("id", "uri", "bytes", "model", "score", "error")
 
 
 def list_part_files(scores: str) -> tuple[Any, list[str]]:
-    """The filesystem and sorted part files of a score job's output ``scores``; ValueError if none."""
+    """The filesystem and sorted part files of a score job's output ``scores``; UserError if none."""
     fs, root = filesystem_for(scores)
     fs.invalidate_cache()
     parts = sorted(fs.glob(posixpath.join(root.rstrip("/"), "part-*.parquet")))
     if not parts:
-        raise ValueError(
+        raise UserError(
             f"no score files at {scores!r}: expected Parquet files named part-*.parquet written by "
             f"`iqa score ... --out {scores}`; check the path (and that the score job has finished)"
         )
@@ -55,7 +57,7 @@ def read_scores(scores: str, columns: tuple[str, ...] = SCORE_COLUMNS, optional:
         table = pq.read_table(part, filesystem=fs)
         missing = [c for c in columns if c not in table.column_names]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"score file {part!r} lacks columns {missing}: expected the `iqa score` output schema "
                 f"({', '.join(columns)}); point at a score job's output directory"
             )
@@ -66,19 +68,24 @@ def read_scores(scores: str, columns: tuple[str, ...] = SCORE_COLUMNS, optional:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-class CurateConfig(BaseModel):
+class CurateConfig(JobConfig):
     """What to keep: exactly one of ``min_score``, ``top_k``, ``top_percent``."""
 
-    model_config = ConfigDict(extra="forbid")
+    job_name: ClassVar[str] = "curate"
+    cli_required_groups: ClassVar[tuple[str, ...]] = ("selection",)
 
-    scores: str
-    min_score: float | None = None
-    top_k: int | None = Field(default=None, ge=1)
-    top_percent: float | None = None
-    model: str | None = None
-    out: str | None = None
-    copy_to: str | None = None
-    copy_workers: int = Field(default=8, ge=1, le=256)
+    scores: str = Field(description="a score job's output directory (local or s3://...)")
+    min_score: float | None = Field(default=None, description="keep images scoring at least X",
+                                    json_schema_extra=cli(exclusive="selection"))
+    top_k: int | None = Field(default=None, ge=1, description="keep the K best images",
+                              json_schema_extra=cli(exclusive="selection"))
+    top_percent: float | None = Field(default=None, description="keep the best P% of scored images, P in (0, 100]",
+                                      json_schema_extra=cli(exclusive="selection"))
+    model: str | None = Field(default=None, description="only rows of this model (needed when SCORES holds several)")
+    out: str | None = Field(default=None, description="where to write the kept list "
+                                                      "(default SCORES/curated/kept.parquet)")
+    copy_to: str | None = Field(default=None, description="copy the kept objects under this prefix (local or s3://...)")
+    copy_workers: int = Field(default=8, ge=1, le=256, description="parallel copies")
 
     @model_validator(mode="after")
     def _one_selection(self) -> CurateConfig:
@@ -123,12 +130,12 @@ def _select(table, config: CurateConfig):
     if config.model is not None:
         models = sorted(set(pc.unique(table["model"]).drop_null().to_pylist()))
         if config.model not in models:
-            raise ValueError(f"model {config.model!r} not in {config.scores!r}: it holds {models}")
+            raise UserError(f"model {config.model!r} not in {config.scores!r}: it holds {models}")
         table = table.filter(pc.equal(table["model"], config.model))
     else:
         models = pc.unique(table["model"].drop_null()).to_pylist()
         if len(models) > 1:
-            raise ValueError(
+            raise UserError(
                 f"{config.scores!r} holds scores of several models {sorted(models)}: pick one with --model NAME"
             )
     scored = pc.and_(pc.is_null(table["error"]), pc.is_finite(table["score"]))
@@ -213,7 +220,7 @@ def _existing_sizes(prefix: str) -> dict[str, int]:
     fs.invalidate_cache()
     bucket = root.strip("/").split("/", 1)[0]
     if not _is_local(fs) and not fs.exists(bucket):
-        raise ValueError(f"cannot copy to {prefix!r}: bucket {bucket!r} does not exist; create it first")
+        raise UserError(f"cannot copy to {prefix!r}: bucket {bucket!r} does not exist; create it first")
     if not fs.exists(root):
         return {}
     found = fs.find(root, detail=True)
@@ -237,13 +244,13 @@ def curate(
     ceil(P% of scored) images, P in (0, 100]) selects. The kept list goes to ``out`` (default
     ``scores/curated/kept.parquet``); with ``copy_to`` each kept object is copied to
     ``copy_to/<its path relative to the collection's common prefix>``, skipping ones already there with
-    the same size. Raises ValueError on invalid options or when ``scores`` holds no part files.
+    the same size. Raises UserError (a ValueError) on invalid options or when ``scores`` holds no part files.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    config = CurateConfig(
+    config = CurateConfig.load(
         scores=scores, min_score=min_score, top_k=top_k, top_percent=top_percent, model=model,
         out=out, copy_to=copy_to, copy_workers=copy_workers,
     )
@@ -284,29 +291,12 @@ def curate(
     return result
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``iqa curate`` options to ``parser``."""
-    parser.add_argument("--scores", required=True, help="a score job's output directory (local or s3://...)")
-    select = parser.add_mutually_exclusive_group(required=True)
-    select.add_argument("--min-score", type=float, help="keep images scoring at least X")
-    select.add_argument("--top-k", type=int, help="keep the K best images")
-    select.add_argument("--top-percent", type=float, help="keep the best P%% of scored images, P in (0, 100]")
-    parser.add_argument("--out", help="where to write the kept list (default SCORES/curated/kept.parquet)")
-    parser.add_argument("--copy-to", help="copy the kept objects under this prefix (local or s3://...)")
-    parser.add_argument("--model", help="only rows of this model (needed when SCORES holds several)")
-    parser.add_argument("--copy-workers", type=int, default=8, help="parallel copies (default 8)")
+CONFIG = CurateConfig
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run ``iqa curate`` from parsed ``args``; 0 on success, 1 if some copies failed, 2 on bad input."""
-    try:
-        result = curate(
-            args.scores, min_score=args.min_score, top_k=args.top_k, top_percent=args.top_percent,
-            copy_to=args.copy_to, out=args.out, model=args.model, copy_workers=args.copy_workers,
-        )
-    except ValueError as error:
-        print(f"iqa curate: error: {error}", file=sys.stderr)
-        return 2
+def run(config: CurateConfig) -> int:
+    """Run ``iqa curate``; 0 on success, 1 if some copies failed."""
+    result = curate(**config.model_dump())
     lowest = "-" if result.lowest_kept_score is None else f"{result.lowest_kept_score:.4f}"
     print(
         f"kept {result.n_kept} of {result.n_scored} scored images ({result.n_errors} error rows never kept; "
@@ -324,8 +314,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.curate``: the same options as ``iqa curate``."""
-    from ray_jobs.cli import job_main
-
     return job_main("curate", argv)
 
 

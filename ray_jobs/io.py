@@ -1,9 +1,8 @@
-"""fsspec helpers shared by the Ray jobs: one filesystem per URI, Parquet parts under deterministic
-names, and reading back what a previous run already wrote (resume).
+"""Parquet parts under deterministic names and reading back what a previous run already wrote (resume).
 
-Any fsspec URI works (local paths, ``file://``, ``s3://``, ``gs://``, ...). For ``s3://`` the endpoint
-named by ``$AWS_ENDPOINT_URL`` is used when set (MinIO, moto, SeaweedFS, Ceph), and credentials come from
-the usual AWS variables or profile; they are never logged (see :func:`redact`).
+Any fsspec URI works; filesystems come from :func:`ray_jobs.runtime.filesystem_for` (one storage and
+credential scheme). Functions that run inside Ray tasks take the driver's non-secret
+:class:`ray_jobs.runtime.StorageSettings`.
 """
 
 from __future__ import annotations
@@ -16,88 +15,13 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ray_jobs.runtime import StorageSettings, filesystem_for, full_uri, join_uri, protocol_of
+
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
-_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-#: Object-store settings a driver hands to its workers (see :func:`storage_env`).
-STORAGE_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REQUEST_CHECKSUM_CALCULATION",
-    "AWS_RESPONSE_CHECKSUM_VALIDATION",
-)
-
-
-def protocol_of(uri: str) -> str:
-    """The fsspec protocol of ``uri`` (``'file'`` for plain paths)."""
-    if "://" not in uri:
-        return "file"
-    return uri.split("://", 1)[0].lower()
-
-
-def storage_options_for(uri: str) -> dict[str, Any]:
-    """Keyword arguments for the filesystem of ``uri`` (the S3 endpoint from ``$AWS_ENDPOINT_URL``)."""
-    protocol = protocol_of(uri)
-    if protocol in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
-    return {}
-
-
-def storage_env() -> dict[str, str]:
-    """The driver's object-store settings (:data:`STORAGE_ENV` that are set), for its workers.
-
-    Handed to Ray tasks in their arguments, never in a runtime env, a log line or ``_job.json``: workers
-    then read exactly the store the driver checked, even when the cluster was started with another
-    environment.
-    """
-    return {key: os.environ[key] for key in STORAGE_ENV if os.environ.get(key)}
-
-
-def apply_storage_env(env: dict[str, str] | None) -> None:
-    """Adopt the driver's object-store settings in a worker (no-op for ``None``)."""
-    changed = False
-    for key, value in (env or {}).items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-            changed = True
-    if changed:  # cached clients hold the old endpoint/credentials
-        try:
-            fsspec.get_filesystem_class("s3").clear_instance_cache()
-        except (ImportError, ValueError):
-            pass
-
-
-def filesystem_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(filesystem, path inside it)`` for any fsspec URI or local path."""
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options_for(uri))
-    return fs, path
-
-
-def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """The URI a worker can open again: ``s3://bucket/key`` for object stores, an absolute local path."""
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    if protocol in ("file", "local"):
-        return os.path.abspath(path)
-    return fs.unstrip_protocol(path)
-
-
-def join_uri(base: str, *names: str) -> str:
-    """``base`` + ``/name...`` for local paths and URLs alike, without doubling slashes
-    (``s3://b/x/`` + ``a`` -> ``s3://b/x/a``)."""
-    return "/".join([base.rstrip("/"), *(name.strip("/") for name in names)])
-
-
-def redact(text: str) -> str:
-    """``text`` with any secret credential value from the environment replaced by ``***``."""
-    for key in _SECRET_ENV:
-        value = os.environ.get(key)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 def part_name(block_key: str) -> str:
@@ -105,14 +29,14 @@ def part_name(block_key: str) -> str:
     return f"{PART_PREFIX}{block_key}{PART_SUFFIX}"
 
 
-def write_parquet_part(table: pa.Table, dst: str, block_key: str) -> str:
+def write_parquet_part(table: pa.Table, dst: str, block_key: str, settings: StorageSettings | None = None) -> str:
     """Write ``table`` as ``DST/part-<block_key>.parquet`` and return its URI.
 
     The write is all-or-nothing: a local file is written under a temporary name and renamed; an object
     store PUT is atomic. A retried block therefore replaces its earlier file and a reader never sees half
-    a part.
+    a part. Transient store errors are retried by the store's client (botocore, s3fs).
     """
-    fs, root = filesystem_for(dst)
+    fs, root = filesystem_for(dst, settings)
     target = join_uri(root, part_name(block_key))
     if protocol_of(dst) == "file":
         fs.makedirs(root, exist_ok=True)

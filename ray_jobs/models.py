@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import ClassVar
+
+from pydantic import Field
+
+from ray_jobs.cli import job_main
+from ray_jobs.config import JobConfig, cli
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the cards as JSON instead of a table")
+class ModelsConfig(JobConfig):
+    """Options of ``iqa models``."""
+
+    job_name: ClassVar[str] = "models"
+
+    json_output: bool = Field(default=False, description="print the cards as JSON instead of a table",
+                              json_schema_extra=cli(flag="--json"))
+
+
+CONFIG = ModelsConfig
 
 
 def _rows() -> list[dict]:
@@ -36,9 +49,10 @@ def _rows() -> list[dict]:
     return rows
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run(config: ModelsConfig) -> int:
+    """Print the table (or JSON) of the cards; 0."""
     rows = _rows()
-    if args.json:
+    if config.json_output:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'name':<20} {'kind':<7} {'arch':<22} {'size':>10}  {'sha256':<14} cached  weights")
@@ -54,8 +68,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.models``: the same options as ``iqa models``."""
-    from ray_jobs.cli import job_main
-
     return job_main("models", argv)
 
 

@@ -8,7 +8,6 @@ No scripts, no external URLs. Counts carry ``data-count`` attributes so tests (a
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import html
@@ -16,31 +15,21 @@ import io
 import json
 import math
 import posixpath
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
+from ray_jobs.cli import job_main
+from ray_jobs.config import JobConfig, cli
 from ray_jobs.curate import read_scores
-from ray_jobs.io import filesystem_for, join_uri
+from ray_jobs.errors import UserError
+from ray_jobs.runtime import SECRET_NAME, filesystem_for, join_uri
 
 THUMB_PX = 160
 REPORT_NAME = "report.html"
-REASONS: dict[str, str] = {
-    "empty": "zero-byte object",
-    "not_an_image": "bytes are not a known image format",
-    "truncated": "image data ends early",
-    "too_many_pixels": "above the pixel limit (decompression-bomb guard)",
-    "too_small": "smaller than the model's minimum size",
-    "missing": "object not found when fetched",
-    "decode_error": "the decoder failed on it",
-    "bad_values": "decoded pixels not usable (NaN / out of range)",
-    "bad_shape": "unexpected image shape or channel count",
-    "unsupported_type": "unsupported pixel mode or bit depth",
-}
-_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_key|session", re.IGNORECASE)
 
 CSS = """
 *{box-sizing:border-box}body{margin:0;background:#f5f6f8;color:#1d2330;
@@ -239,6 +228,8 @@ def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str, d
 def _error_table(table, n_rows: int) -> str:
     import pyarrow.compute as pc
 
+    from iqa_plugin.data.reasons import describe
+
     errors = table.filter(pc.is_valid(table["error"]))
     if errors.num_rows == 0:
         return '<p class="muted">No errors: every input was scored.</p>'
@@ -256,7 +247,7 @@ def _error_table(table, n_rows: int) -> str:
         examples = ", ".join(f"<code>{_esc(i)}</code>" for i in sorted(by_reason.get(reason, [])))
         rows.append(
             f'<tr class="error-row" data-reason="{_esc(reason)}" data-count="{count}">'
-            f"<td><code>{_esc(reason)}</code></td><td>{_esc(REASONS.get(reason, 'see the score job docs'))}</td>"
+            f"<td><code>{_esc(reason)}</code></td><td>{_esc(describe(reason))}</td>"
             f'<td class="num">{_fmt_int(count)}</td><td class="num"><span class="share" '
             f'style="width:{max(3, round(count / most * 64))}px"></span>{share:.1%}</td><td>{examples}</td></tr>'
         )
@@ -268,7 +259,7 @@ def _config_table(config: dict[str, Any]) -> str:
     if not config:
         return '<p class="muted">Not recorded.</p>'
     rows = "".join(
-        f"<tr><th>{_esc(k)}</th><td><code>{'***' if _SECRET_KEY.search(k) else _esc(json.dumps(v))}</code></td></tr>"
+        f"<tr><th>{_esc(k)}</th><td><code>{'***' if SECRET_NAME.search(k) else _esc(json.dumps(v))}</code></td></tr>"
         for k, v in sorted(config.items())
     )
     return f"<table>{rows}</table>"
@@ -287,7 +278,7 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
     import pyarrow.compute as pc
 
     if thumbnails < 0:
-        raise ValueError(f"thumbnails must be >= 0 (images shown at each end), got {thumbnails}")
+        raise UserError(f"thumbnails must be >= 0 (images shown at each end), got {thumbnails}")
     table = read_scores(
         dst, ("id", "uri", "model", "weights_sha256", "score", "error"), optional=("width", "height")
     )
@@ -385,26 +376,27 @@ def write_report(dst: str, *, thumbnails: int = 12) -> str:
     return target
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``iqa report`` options to ``parser``."""
-    parser.add_argument("dst", help="a score job's output directory (local or s3://...)")
-    parser.add_argument("--thumbnails", type=int, default=12, help="images shown at each end (default 12)")
+class ReportConfig(JobConfig):
+    """Options of ``iqa report``."""
+
+    job_name: ClassVar[str] = "report"
+
+    dst: str = Field(description="a score job's output directory (local or s3://...)",
+                     json_schema_extra=cli(positional=True))
+    thumbnails: int = Field(default=12, ge=0, description="images shown at each end")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Write the report for ``args.dst``; 0 on success, 2 on bad input."""
-    try:
-        print(write_report(args.dst, thumbnails=args.thumbnails))
-    except ValueError as error:
-        print(f"iqa report: error: {error}", file=sys.stderr)
-        return 2
+CONFIG = ReportConfig
+
+
+def run(config: ReportConfig) -> int:
+    """Write the report for ``config.dst`` and print where; 0."""
+    print(write_report(config.dst, thumbnails=config.thumbnails))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.report``: the same options as ``iqa report``."""
-    from ray_jobs.cli import job_main
-
     return job_main("report", argv)
 
 

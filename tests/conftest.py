@@ -18,6 +18,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 os.environ.pop("AWS_PROFILE", None)
+# The moto server's dummy credentials, set before any Ray starts: workers take credentials from their own
+# environment (inherited from this process), never from task arguments (ray_jobs.runtime).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
 

@@ -11,52 +11,36 @@ Example ``job.yaml``::
     actors: 4
     gpus_per_actor: 1
 
-``iqa score --config job.yaml --actors 8`` uses the file and overrides ``actors``.
+``iqa score --config job.yaml --actors 8`` uses the file and overrides ``actors``. Object-store retries
+are the storage client's own (botocore: ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS``), not a setting here.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
+
+from ray_jobs.config import DEFAULT_MAX_PIXELS, JobConfig, cli
 
 _RESOLUTION = re.compile(r"^(native|short:(\d+))$")
 
 
-#: Same value as ``iqa_plugin.data.images.DEFAULT_MAX_PIXELS`` (a test keeps them equal); restated so that the
-#: driver never imports torch (its memory must stay small).
-DEFAULT_MAX_PIXELS = 89_478_485
+class ScoreJobConfig(JobConfig):
+    """Everything a score job needs. Unknown keys are rejected; each field is also a flag of ``iqa score``."""
 
-
-class FaultInjection(BaseModel):
-    """Test hooks that simulate failures (leave unset in real jobs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    actor_exit_after_blocks: int | None = Field(
-        default=None, ge=0, description="a scoring actor calls os._exit(1) after scoring this many blocks")
-    marker: str | None = Field(
-        default=None, description="file created just before the injected exit; while it exists no actor exits "
-                                  "again, so the fault happens once per job")
-    sleep_per_block_s: float = Field(default=0.0, ge=0, description="extra seconds per scored block (slows the "
-                                                                      "job so a test can interrupt it)")
-
-
-class ScoreJobConfig(BaseModel):
-    """Everything a score job needs. Unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    job_name: ClassVar[str] = "score job"
 
     src: str = Field(description="a local folder, an fsspec prefix (s3://bucket/photos/) or a manifest "
-                                 "(.parquet/.csv/.jsonl with a 'uri' column and optional 'id')")
+                                 "(.parquet/.csv/.jsonl with a 'uri' column and optional 'id')",
+                     json_schema_extra=cli(positional=True))
     out: str = Field(description="destination folder or prefix for part-*.parquet, _job.json and the report")
     model: str = Field(default="qualiclip", description="plugin metric name")
     weights: str | None = Field(default=None, description="checkpoint path or URL (default: the model card's)")
     resolution: str = Field(default="native", description="'native' or 'short:N' (resize the short side to N)")
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="compute precision of the model")
     batch_size: int | None = Field(default=None, ge=1, description="images per forward pass inside an actor "
                                    "(default: the scorer's, 32 on CUDA and 1 on CPU)")
     block_size: int = Field(default=64, ge=1, le=100_000,
@@ -71,21 +55,16 @@ class ScoreJobConfig(BaseModel):
     torch_threads: int | None = Field(default=None, ge=1,
                                       description="torch threads in a CPU actor (default: cpus_per_actor)")
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto", description="where actors score")
-    channels_last: bool = True
-    compile: bool = False
+    channels_last: bool = Field(default=True, description="channels-last memory layout on CUDA")
+    compile: bool = Field(default=False, description="torch.compile the network (slow start, faster steady state)")
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1,
                             description="refuse images with more pixels (decompression bombs)")
     min_side: int = Field(default=32, ge=1, description="refuse images with a shorter side (reason too_small)")
-    fetch_retries: int = Field(default=4, ge=0, description="retries of a transient read error, with backoff")
     fetch_threads: int = Field(default=16, ge=1, description="concurrent object reads inside a decode task")
     limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id)")
-    forward_storage_env: bool = Field(
-        default=True, description="hand the driver's AWS_* settings (endpoint, region, credentials) to the "
-                                  "workers in task arguments; false where nodes have their own (instance roles)")
     report: bool = Field(default=True, description="write the HTML report next to the output")
     progress_bars: bool = Field(default=True, description="Ray Data's progress bars (stderr)")
     progress_interval_s: float = Field(default=5.0, gt=0, description="seconds between progress lines")
-    faults: FaultInjection = Field(default_factory=FaultInjection)
 
     @field_validator("resolution")
     @classmethod
@@ -124,39 +103,3 @@ class ScoreJobConfig(BaseModel):
         if self.weights:
             kwargs["pretrained_model_path"] = self.weights
         return kwargs
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping stored in a YAML job file (raises ValueError naming the file when it is not one)."""
-    import yaml
-
-    from ray_jobs.io import filesystem_for
-
-    fs, inner = filesystem_for(str(path))
-    if not fs.exists(inner):
-        raise ValueError(f"--config {path}: file not found")
-    with fs.open(inner, "r") as handle:
-        data = yaml.safe_load(handle)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a mapping of option: value, got {type(data).__name__}")
-    return data
-
-
-def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> ScoreJobConfig:
-    """A validated config from an optional YAML file plus ``overrides`` (``None`` values are ignored).
-
-    Raises:
-        ValueError: the file or a value is invalid; the message lists every problem with its key.
-    """
-    values: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        return ScoreJobConfig(**values)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'config'}: {item['msg']}" for item in error.errors()
-        )
-        source = f" in {yaml_path}" if yaml_path else ""
-        raise ValueError(f"invalid score job config{source}: {problems}") from None

@@ -17,7 +17,7 @@ column              type       meaning
 ``model``           string     metric name (``qualiclip``)
 ``weights_sha256``  string     sha256 of the checkpoint the scores came from
 ``score``           float64    quality score (higher is better); null on error
-``error``           string     null when scored, else a reason code (see ``ray_jobs.score.stages``)
+``error``           string     null when scored, else a reason code (``iqa_plugin.data.reasons``)
 ==================  =========  =================================================================
 
 Block keys come from a hash of the block's ids, and blocks are fixed-size runs of the id-sorted listing
@@ -33,7 +33,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -43,8 +42,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from ray_jobs.io import chunked, join_uri, read_done_ids, redact, storage_env, write_json
-from ray_jobs.score.config import ScoreJobConfig, build_config
+from ray_jobs.cli import job_main
+from ray_jobs.io import chunked, read_done_ids, write_json
+from ray_jobs.runtime import StorageSettings, ensure_ray, join_uri, redact
+from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.sources import SourceError, check_destination, list_inputs
 
 Log = Callable[[str], None]
@@ -83,22 +84,6 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def _ensure_ray(log: Log) -> bool:
-    """Connect to ``$RAY_ADDRESS`` or start a local Ray; True when this call started/connected it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        log(f"ray: joining the cluster at {os.environ['RAY_ADDRESS']}")
-        ray.init(address="auto", log_to_driver=False)
-    else:
-        cpus = max(4, os.cpu_count() or 1)
-        log(f"ray: starting a local Ray with {cpus} logical CPUs (set RAY_ADDRESS to use a cluster)")
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    return True
-
-
 def _use_gpu(config: ScoreJobConfig) -> bool:
     import ray
 
@@ -110,7 +95,19 @@ def _use_gpu(config: ScoreJobConfig) -> bool:
     return gpus > 0 and config.gpus_per_actor > 0
 
 
-def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log) -> dict[str, Any]:
+def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
+    """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
+    return {
+        "decode": {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
+                   "threads": config.fetch_threads, "settings": settings},
+        "scorer": {"scorer_kwargs": config.scorer_kwargs(device), "settings": settings,
+                   "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))},
+        "write": {"dst": config.out, "settings": settings},
+    }
+
+
+def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
+             scorer_cls: type | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
     import ray
 
@@ -128,23 +125,18 @@ def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log
         actor_args["resources"] = dict(config.actor_resources)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
+    arguments = stage_arguments(config, device, StorageSettings.from_env())
     ds = ray.data.from_arrow(blocks)
-    env = storage_env() if config.forward_storage_env else None
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
         fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20,
-        fn_kwargs={"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
-                   "retries": config.fetch_retries, "threads": config.fetch_threads, "env": env})
+        memory=config.decode_memory_mb * 2**20, fn_kwargs=arguments["decode"])
     ds = ds.map_batches(
-        BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=config.actors),
-        fn_constructor_kwargs={"scorer_kwargs": config.scorer_kwargs(device),
-                               "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor)),
-                               "faults": config.faults.model_dump(), "env": env},
+        scorer_cls or BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=arguments["scorer"],
         **actor_args)
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
-                        fn_kwargs={"dst": config.out, "env": env})
+                        fn_kwargs=arguments["write"])
     started = time.monotonic()
     counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
                               "first": None, "n_errors": 0}
@@ -228,8 +220,11 @@ def check_weights(config: ScoreJobConfig, log: Log) -> None:
         raise SourceError(f"--model {config.model}: {error}") from None
 
 
-def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
+def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None) -> dict[str, Any]:
     """Run a score job end to end and return what ``_job.json`` records.
+
+    ``scorer_cls`` replaces :class:`ray_jobs.score.stages.BlockScorer` (a subclass, importable by the Ray
+    workers, e.g. one that injects faults in tests); it takes the same constructor arguments.
 
     Raises:
         SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source).
@@ -257,16 +252,9 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log) -> dict[str, Any]:
     log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
     del inputs, done
     counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
-    started_ray = False
     if blocks:
-        started_ray = _ensure_ray(log)
-        try:
-            counts = _execute(config, blocks, n_pending, log)
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+        with ensure_ray(min_cpus=config.actors * config.cpus_per_actor + config.cpus_per_decode_task, log=log):
+            counts = _execute(config, blocks, n_pending, log, scorer_cls)
     del blocks
     rows, scored, errors = _verify(config.out, input_ids)
     model, sha = counts["model"], counts["weights_sha256"]
@@ -323,81 +311,33 @@ def _verify(out: str, input_ids: set[str]) -> tuple[int, int, dict[str, int]]:
     return len(seen), scored, dict(sorted(errors.items()))
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
-
-
-def failure_line(error: BaseException) -> str:
-    """One line naming the failure and, for Ray errors wrapping a user error, its root cause."""
-    text = _ANSI.sub("", str(error)).strip()
-    lines = text.splitlines() or [""]
-    causes = [m.group(0) for line in lines if (m := _ERROR_LINE.match(line.strip()))]
-    head = f"{type(error).__name__}: {lines[0][:200]}"
-    if causes and causes[-1] not in head:
-        head = f"{type(error).__name__}: {causes[-1][:300]}"
-    return redact(head)
+CONFIG = ScoreJobConfig
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``iqa score`` options to ``parser`` (CLI flags override ``--config`` values)."""
-    parser.add_argument("src", nargs="?", help="folder, fsspec prefix (s3://bucket/photos/) or manifest "
-                                               "(.parquet/.csv/.jsonl with 'uri' and optional 'id')")
-    parser.add_argument("--out", help="destination folder or prefix (part-*.parquet, _job.json, report)")
-    parser.add_argument("--model", help="plugin metric (default qualiclip)")
-    parser.add_argument("--weights", help="checkpoint path or URL (default: the model card's weights)")
-    parser.add_argument("--resolution", help="native (default) or short:N")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 32 on CUDA, 1 on CPU)")
-    parser.add_argument("--gpus-per-actor", type=float, help="GPUs per scoring actor (default 1)")
-    parser.add_argument("--actors", type=int, help="scoring actors (default 1)")
-    parser.add_argument("--config", help="YAML job file (keys as in ScoreJobConfig)")
-    parser.add_argument("--max-pixels", type=int, help="refuse larger images (decompression bombs)")
-    parser.add_argument("--block-size", type=int, help="inputs per part file (default 64)")
-    parser.add_argument("--limit", type=int, help="score only the first N inputs (sorted by id)")
-    parser.add_argument("--cpus-per-actor", type=float, help="logical CPUs per scoring actor (default 1)")
-    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where actors score (default auto)")
-    parser.add_argument("--no-report", dest="report", action="store_const", const=False, help="skip the report")
-    parser.add_argument("--no-progress-bars", dest="progress_bars", action="store_const", const=False,
-                        help="only the summary line every few seconds")
-    parser.add_argument("--demo", action="store_true",
+    """The one ``iqa score`` option that is not a config field."""
+    parser.add_argument("--demo", action="store_true", default=False,
                         help="score sample photos (from installed packages, plus degraded and broken copies) "
                              "put into a local folder next to --out (default ./iqa-demo)")
 
 
-_OVERRIDES = ("src", "out", "model", "weights", "resolution", "dtype", "batch_size", "gpus_per_actor", "actors",
-              "max_pixels", "block_size", "limit", "cpus_per_actor", "device", "report", "progress_bars")
+def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any]:
+    """``--demo``: build the sample folder and point ``src`` / ``out`` at it."""
+    if getattr(args, "demo", False):
+        from ray_jobs.score.demo import prepare_demo
+
+        values["src"], values["out"] = prepare_demo(values.get("src"), values.get("out"), _log)
+    return values
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the job from parsed CLI arguments; 0 when it completed (bad inputs included), else non-zero."""
-    overrides = {key: getattr(args, key, None) for key in _OVERRIDES}
-    try:
-        if getattr(args, "demo", False):
-            from ray_jobs.score.demo import prepare_demo
-
-            overrides["src"], overrides["out"] = prepare_demo(overrides.get("src"), overrides.get("out"), _log)
-        config = build_config(args.config, **overrides)
-    except (ValueError, SourceError) as error:
-        print(f"iqa score: error: {redact(str(error))}", file=sys.stderr)
-        return 2
-    try:
-        run_job(config)
-    except SourceError as error:
-        print(f"iqa score: error: {redact(str(error))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("iqa score: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except Exception as error:  # the job itself failed: one line, no traceback, no secrets
-        print(f"iqa score: error: job failed: {failure_line(error)}", file=sys.stderr)
-        return 1
+def run(config: ScoreJobConfig) -> int:
+    """Run the job; 0 when it completed (inputs that could not be scored are rows, not failures)."""
+    run_job(config)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.score``: the same options as ``iqa score``."""
-    from ray_jobs.cli import job_main
-
     return job_main("score", argv)
 
 

@@ -16,14 +16,15 @@ import posixpath
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ray_jobs.io import filesystem_for, full_uri, protocol_of, redact
+from ray_jobs.errors import UserError
+from ray_jobs.runtime import filesystem_for, full_uri, protocol_of, redact
 
 MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
 URI_COLUMNS = ("uri", "path", "url")
 
 
-class SourceError(RuntimeError):
-    """The source (or destination) cannot be used at all: the job fails before it starts."""
+class SourceError(UserError):
+    """The source (or destination) cannot be used at all: the job fails before it starts (exit 2)."""
 
 
 def is_manifest(src: str) -> bool:
@@ -52,7 +53,7 @@ def list_inputs(src: str, *, limit: int | None = None, exclude: str | None = Non
 
     Raises:
         SourceError: ``src`` does not exist, cannot be read (credentials), or holds no input.
-        ValueError: a manifest without a URI column, with empty URIs or with duplicate ids.
+        UserError: a manifest without a URI column, with empty URIs or with duplicate ids.
     """
     try:
         table = _list_manifest(src) if is_manifest(src) else _list_prefix(src, exclude)
@@ -122,14 +123,14 @@ def _list_manifest(src: str) -> pa.Table:
     raw = read_manifest_table(src)
     column = next((name for name in URI_COLUMNS if name in raw.column_names), None)
     if column is None:
-        raise ValueError(f"manifest {src} has columns {raw.column_names}; expected a URI column named one of "
+        raise UserError(f"manifest {src} has columns {raw.column_names}; expected a URI column named one of "
                          f"{list(URI_COLUMNS)} (and optionally 'id')")
     uris = raw.column(column).cast(pa.string())
     if uris.null_count:
-        raise ValueError(f"manifest {src}: {uris.null_count} rows have an empty '{column}'; fill or drop them")
+        raise UserError(f"manifest {src}: {uris.null_count} rows have an empty '{column}'; fill or drop them")
     ids = raw.column("id").cast(pa.string()) if "id" in raw.column_names else uris
     if ids.null_count:
-        raise ValueError(f"manifest {src}: {ids.null_count} rows have an empty 'id'; fill or drop them")
+        raise UserError(f"manifest {src}: {ids.null_count} rows have an empty 'id'; fill or drop them")
     base_fs, base_path = filesystem_for(src)
     base_dir = posixpath.dirname(base_path) if protocol_of(src) != "file" else _local_dir(base_path)
     resolved = [_resolve(uri, base_fs, base_dir, src) for uri in uris.to_pylist()]
@@ -137,7 +138,7 @@ def _list_manifest(src: str) -> pa.Table:
     counts = pc.value_counts(table.column("id"))
     duplicates = [item["values"] for item in counts.to_pylist() if item["counts"] > 1]
     if duplicates:
-        raise ValueError(f"manifest {src}: {len(duplicates)} ids occur more than once (e.g. "
+        raise UserError(f"manifest {src}: {len(duplicates)} ids occur more than once (e.g. "
                          f"{duplicates[:3]}); every id must be unique, the output is keyed by it")
     return table
 

@@ -6,37 +6,35 @@ across tasks, so a retried task rewrites exactly the same file with exactly the 
 
 ``fetch_and_decode_blocks`` (CPU tasks) -> ``BlockScorer`` (actor pool, GPU or CPU) -> ``write_blocks``.
 
-Reason codes in the ``error`` column (stable; everything else of a row is null where it cannot be known):
+Reason codes in the ``error`` column come from the one table, :data:`iqa_plugin.data.reasons.REASONS`
+(everything else of a row is null where it cannot be known). Reading is tried once here: the storage
+client already retried transient errors (botocore, s3fs) before ``fetch_error`` is recorded.
 
-==================  ==============================================================================
-``missing``         the object does not exist (a manifest entry pointing nowhere, deleted meanwhile)
-``access_denied``   the object exists but cannot be read with these credentials
-``fetch_error``     reading failed after ``fetch_retries`` retries of a transient error
-``empty``           zero bytes
-``not_an_image``    bytes that no decoder recognises
-``truncated``       an image cut short (partial download, truncated JPEG)
-``too_many_pixels`` above ``max_pixels`` (decompression bomb); the pixels are never allocated
-``too_small``       a side below ``min_side`` (e.g. a 1x1 tracking pixel)
-``decode_error``    any other decoder failure (``bad_values``/``bad_shape``/``unsupported_type`` pass through)
-``score_error``     the model failed on this image or returned a non-finite score
-==================  ==============================================================================
+Arguments of these tasks and actors carry :class:`ray_jobs.runtime.StorageSettings` (an endpoint, no
+credential): each worker takes its credentials from its own environment.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ray_jobs.io import apply_storage_env, filesystem_for, write_parquet_part
+from iqa_plugin.data.reasons import (
+    ACCESS_DENIED,
+    DECODE_ERROR,
+    FETCH_ERROR,
+    MISSING,
+    NOT_AN_IMAGE,
+    REASONS,
+    SCORE_ERROR,
+)
+from ray_jobs.io import write_parquet_part
+from ray_jobs.runtime import StorageSettings, filesystem_for
 
 #: Schema of every ``part-*.parquet`` row (one row per input).
 OUTPUT_SCHEMA = pa.schema([
@@ -66,33 +64,29 @@ class FetchError(Exception):
         self.reason = reason
 
 
-def fetch_bytes(uri: str, *, retries: int = 4, backoff_s: float = 0.2,
-                sleep: Callable[[float], None] = time.sleep) -> bytes:
-    """The bytes of ``uri``; transient errors are retried ``retries`` times with exponential backoff.
+def fetch_bytes(uri: str, settings: StorageSettings | None = None) -> bytes:
+    """The bytes of ``uri`` (one attempt: the storage client has its own retries).
 
     Raises:
-        FetchError: with reason ``missing`` (no such object), ``access_denied`` or ``fetch_error``.
+        FetchError: with reason ``missing`` (no such object), ``access_denied``, ``not_an_image`` (a
+            folder) or ``fetch_error`` (anything else, after the client's retries).
     """
-    for attempt in range(retries + 1):
-        try:
-            fs, path = filesystem_for(uri)
-            return fs.cat_file(path)
-        except FileNotFoundError:
-            raise FetchError("missing") from None
-        except PermissionError:
-            raise FetchError("access_denied") from None
-        except IsADirectoryError:
-            raise FetchError("not_an_image") from None
-        except Exception:  # throttling, 5xx, connection resets, timeouts: worth another try
-            if attempt == retries:
-                raise FetchError("fetch_error") from None
-            sleep(min(backoff_s * (2 ** attempt), 5.0))
-    raise AssertionError("unreachable")
-
-
-def _fetch_one(uri: str, retries: int) -> tuple[bytes | None, str | None]:
     try:
-        return fetch_bytes(uri, retries=retries), None
+        fs, path = filesystem_for(uri, settings)
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FetchError(MISSING) from None
+    except PermissionError:
+        raise FetchError(ACCESS_DENIED) from None
+    except IsADirectoryError:
+        raise FetchError(NOT_AN_IMAGE) from None
+    except Exception:  # throttling, 5xx, resets that outlived the client's retries; timeouts
+        raise FetchError(FETCH_ERROR) from None
+
+
+def _fetch_one(uri: str, settings: StorageSettings | None) -> tuple[bytes | None, str | None]:
+    try:
+        return fetch_bytes(uri, settings), None
     except FetchError as error:
         return None, error.reason
 
@@ -109,25 +103,20 @@ def decode_one(data: bytes, *, uri: str, max_pixels: int, min_side: int,
             array = resize_array_short_side(array, short_side)
         return np.ascontiguousarray(array), width, height, None
     except ImageInputError as error:
-        reason = getattr(error, "reason", "decode_error")
-        return None, None, None, reason if reason in _DECODE_REASONS else "decode_error"
+        reason = getattr(error, "reason", DECODE_ERROR)
+        return None, None, None, reason if reason in REASONS else DECODE_ERROR
     except Exception:  # a decoder bug on one file must not stop the job
-        return None, None, None, "decode_error"
-
-
-_DECODE_REASONS = {"empty", "not_an_image", "truncated", "too_many_pixels", "too_small", "missing", "bad_values",
-                   "bad_shape", "unsupported_type", "decode_error"}
+        return None, None, None, DECODE_ERROR
 
 
 def fetch_and_decode_blocks(batch: pa.Table, *, max_pixels: int, min_side: int, short_side: int | None,
-                            retries: int, threads: int, env: dict[str, str] | None = None) -> pa.Table:
+                            threads: int, settings: StorageSettings | None = None) -> pa.Table:
     """Fetch and decode every input of each job block; failures become per-input reason codes."""
-    apply_storage_env(env)
     out: dict[str, list[Any]] = {name: [] for name in ("block", *_LIST_COLUMNS, "pixels", "shape", "dtype")}
     for row in batch.to_pylist():
         uris: list[str] = row["uris"]
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
-            fetched = list(pool.map(lambda uri: _fetch_one(uri, retries), uris))
+            fetched = list(pool.map(lambda uri: _fetch_one(uri, settings), uris))
         sizes, widths, heights, errors, pixels, shapes, dtypes = [], [], [], [], [], [], []
         for uri, (data, reason) in zip(uris, fetched, strict=True):
             array = width = height = None
@@ -161,15 +150,12 @@ class BlockScorer:
     Args:
         scorer_kwargs: keyword arguments of :class:`iqa_plugin.inference.scorer.BatchScorer`.
         torch_threads: intra-op threads on CPU (Ray sets ``OMP_NUM_THREADS`` to the actor's CPUs).
-        faults: :class:`ray_jobs.score.config.FaultInjection` as a dict (tests only).
-        env: the driver's object-store settings (:func:`ray_jobs.io.storage_env`).
+        settings: non-secret storage settings (weights may live on the object store too).
     """
 
     def __init__(self, scorer_kwargs: dict[str, Any], torch_threads: int | None = None,
-                 faults: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+                 settings: StorageSettings | None = None) -> None:
         import torch
-
-        apply_storage_env(env)  # weights may live on the object store too
 
         from iqa_plugin.inference.scorer import BatchScorer
 
@@ -177,20 +163,10 @@ class BlockScorer:
         if kwargs.get("device") == "cpu" and torch_threads:
             torch.set_num_threads(int(torch_threads))
         model = kwargs.pop("model")
+        self.settings = settings
         self.scorer = BatchScorer(model, **kwargs)
         self.model_name = str(self.scorer.model_name)
         self.weights_sha256 = self.scorer.weights_sha256
-        self.faults = faults or {}
-        self.blocks_done = 0
-
-    def _maybe_inject_fault(self) -> None:
-        exit_after = self.faults.get("actor_exit_after_blocks")
-        marker = self.faults.get("marker")
-        if exit_after is not None and self.blocks_done >= exit_after and marker and not os.path.exists(marker):
-            Path(marker).write_text(f"actor pid {os.getpid()} exited after {self.blocks_done} blocks\n")
-            os._exit(1)
-        if self.faults.get("sleep_per_block_s"):
-            time.sleep(float(self.faults["sleep_per_block_s"]))
 
     def _score(self, arrays: list[np.ndarray]) -> list[float | None]:
         try:
@@ -205,7 +181,6 @@ class BlockScorer:
             return scores
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        self._maybe_inject_fault()
         columns: dict[str, list[Any]] = {name: batch.column(name).to_pylist() for name in ("block",
                                                                                          *_LIST_COLUMNS)}
         pixel_lists = batch.column("pixels")
@@ -221,12 +196,11 @@ class BlockScorer:
             scores: list[float | None] = [None] * len(errors)
             for j, score in zip(index, self._score(arrays) if arrays else [], strict=True):
                 if score is None or not np.isfinite(score):
-                    errors[j] = "score_error"
+                    errors[j] = SCORE_ERROR
                     columns["width"][i][j] = columns["height"][i][j] = None
                 else:
                     scores[j] = score
             all_scores.append(scores)
-        self.blocks_done += 1
         return pa.table({
             "block": pa.array(columns["block"], pa.string()),
             **{name: pa.array(columns[name], _LIST_TYPES[name]) for name in _LIST_COLUMNS},
@@ -252,23 +226,16 @@ def block_output_table(row: dict[str, Any]) -> pa.Table:
     }, schema=OUTPUT_SCHEMA)
 
 
-def write_blocks(batch: pa.Table, *, dst: str, env: dict[str, str] | None = None, write_retries: int = 4) -> pa.Table:
-    """Write each scored job block to ``DST/part-<block>.parquet``; return one summary row per block."""
-    apply_storage_env(env)
+def write_blocks(batch: pa.Table, *, dst: str, settings: StorageSettings | None = None) -> pa.Table:
+    """Write each scored job block to ``DST/part-<block>.parquet``; return one summary row per block.
+
+    Transient store errors are retried by the store's client (botocore, s3fs); a write that still fails
+    fails the job, and a rerun resumes (the part is written whole or not at all).
+    """
     summary: dict[str, list[Any]] = {"block": [], "rows": [], "scored": [], "errors": [], "model": [],
                                      "weights_sha256": []}
     for row in batch.to_pylist():
-        table = block_output_table(row)
-        for attempt in range(write_retries + 1):
-            try:
-                write_parquet_part(table, dst, row["block"])
-                break
-            except (FileNotFoundError, PermissionError):
-                raise  # a vanished bucket or revoked credentials: no retry will help
-            except Exception:  # throttling, 5xx, resets: the part is rewritten whole, so retrying is safe
-                if attempt == write_retries:
-                    raise
-                time.sleep(min(0.5 * 2**attempt, 8.0))
+        write_parquet_part(block_output_table(row), dst, row["block"], settings)
         reasons = Counter(reason for reason in row["error"] if reason is not None)
         summary["block"].append(row["block"])
         summary["rows"].append(len(row["ids"]))

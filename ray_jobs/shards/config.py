@@ -9,10 +9,11 @@ equal configs over the same pristine images write byte-identical shards. ``out``
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ray_jobs.config import DEFAULT_MAX_PIXELS, JobConfig, cli
 
 #: File name endings read as pristine images (case-insensitive); other files are counted and ignored.
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -21,7 +22,7 @@ DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", 
 LOCATION_FIELDS: frozenset[str] = frozenset({"source", "out", "storage_options"})
 
 
-class ShardsJobConfig(BaseModel):
+class ShardsJobConfig(JobConfig):
     """Everything the shards job needs; unknown keys are rejected.
 
     One *sample* is one training example: for ``kind='qualiclip'`` a pair of overlapping crops plus a
@@ -29,14 +30,15 @@ class ShardsJobConfig(BaseModel):
     ``kind='sr'`` one HR patch plus an SR recipe (``bicubic`` or ``realworld`` LR synthesis and a seed).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    job_name: ClassVar[str] = "shards job"
 
     source: str = Field(description="Folder or fsspec prefix (s3://bucket/prefix/) of pristine images.")
     out: str = Field(description="Folder or fsspec prefix the shards and manifest.json are written to.")
     kind: Literal["qualiclip", "sr"] = Field(description="qualiclip: crop pairs; sr: HR patches.")
     crop: int = Field(224, ge=32, le=4096, description="QualiCLIP crop side in pixels.")
     samples_per_image: int = Field(
-        4, ge=1, le=1024, description="Crop pairs (qualiclip) or HR patches (sr) sampled per image."
+        4, ge=1, le=1024, description="Crop pairs (qualiclip) or HR patches (sr) sampled per image.",
+        json_schema_extra=cli(aliases=("--pairs-per-image",)),
     )
     seed: int = Field(0, ge=0, lt=2**63, description="Root seed; per-image seeds derive from it and the id.")
     levels: int = Field(5, ge=1, le=5, description="Distortion levels per QualiCLIP sample (of the 5).")
@@ -58,13 +60,23 @@ class ShardsJobConfig(BaseModel):
     images_per_shard: int = Field(32, ge=1, le=100_000, description="Sorted images per Parquet shard.")
     max_images: int | None = Field(None, ge=1, description="Use only the first N listed images.")
     max_pixels: int = Field(
-        100_000_000, ge=1024, description="Pristine images with more pixels are skipped (too_many_pixels)."
+        DEFAULT_MAX_PIXELS, ge=1024, description="Pristine images with more pixels are skipped (too_many_pixels)."
     )
     png_compress_level: int = Field(3, ge=0, le=9, description="zlib level of the lossless PNG crops.")
     extensions: tuple[str, ...] = Field(DEFAULT_EXTENSIONS, description="File endings read as images.")
     storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options for source and out (never written out)."
+        default_factory=dict,
+        description="Non-secret fsspec options for source and out (never written out). Credentials come from "
+        "each node's environment or credential chain (ray_jobs.runtime), never from here.",
     )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ray_jobs.runtime import check_no_credentials
+
+        check_no_credentials(value)
+        return value
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ShardsJobConfig:
@@ -91,22 +103,3 @@ class ShardsJobConfig(BaseModel):
     def sample_side(self) -> int:
         """Smallest image side this config can sample from (the crop or HR patch side)."""
         return self.crop if self.kind == "qualiclip" else self.hr_size
-
-
-def load_config(path: str | Path, **overrides: Any) -> ShardsJobConfig:
-    """Read a YAML (or JSON) job config and apply ``overrides`` (``None`` values are ignored).
-
-    Raises:
-        ValueError: the file does not hold a mapping, or a field is invalid (pydantic names it).
-    """
-    import yaml
-
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"Shards job config {path} holds a {type(data).__name__}, expected a mapping of ShardsJobConfig "
-            "fields (source, out, kind, crop, ...)."
-        )
-    data.update({key: value for key, value in overrides.items() if value is not None})
-    return ShardsJobConfig.model_validate(data)

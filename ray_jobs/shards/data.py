@@ -78,9 +78,9 @@ def read_manifest(dst: str, *, storage_options: dict[str, Any] | None = None) ->
     Raises:
         FileNotFoundError: no manifest (the job has not finished there: run ``iqa shards`` again).
     """
-    from ray_jobs.shards.job import resolve_filesystem
+    from ray_jobs.runtime import StorageSettings, filesystem_for
 
-    fs, root = resolve_filesystem(dst, storage_options or {})
+    fs, root = filesystem_for(dst, StorageSettings.from_env(storage_options))
     path = f"{root.rstrip('/')}/{MANIFEST_NAME}"
     if not fs.exists(path):
         raise FileNotFoundError(
@@ -99,7 +99,8 @@ def shards_dataset(
     Args:
         dst: the job's ``--out`` (folder or fsspec prefix holding ``manifest.json`` and the shards).
         kind: ``"qualiclip"`` or ``"sr"`` to check the shards are of that kind; ``None`` accepts either.
-        storage_options: fsspec options for ``dst`` (S3 endpoint and keys default to the AWS_* variables).
+        storage_options: non-secret fsspec options for ``dst`` (the S3 endpoint defaults to
+            ``$AWS_ENDPOINT_URL``); credentials come from each process's environment (``ray_jobs.runtime``).
 
     Returns:
         A dataset with the columns of :data:`QUALICLIP_SCHEMA` or :data:`SR_SCHEMA`, ready for
@@ -107,12 +108,13 @@ def shards_dataset(
 
     Raises:
         FileNotFoundError: the job has not finished under ``dst``.
+        UserError: ``storage_options`` holds credentials.
         ValueError: ``kind`` differs from the shards' kind, or the job kept no sample at all.
     """
     import ray.data
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    from ray_jobs.shards.job import resolve_filesystem
+    from ray_jobs.runtime import StorageSettings, filesystem_for
 
     manifest = read_manifest(dst, storage_options=storage_options)
     shards_kind = manifest["kind"]
@@ -121,7 +123,7 @@ def shards_dataset(
             f"Shards under {dst!r} are of kind {shards_kind!r}, but kind={kind!r} was asked for: "
             f"pass kind={shards_kind!r} or point at the {kind} shards."
         )
-    fs, root = resolve_filesystem(dst, storage_options or {})
+    fs, root = filesystem_for(dst, StorageSettings.from_env(storage_options))
     paths = [f"{root.rstrip('/')}/{shard['name']}" for shard in manifest["shards"] if shard["rows"] > 0]
     if not paths:
         raise ValueError(

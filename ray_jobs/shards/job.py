@@ -17,12 +17,10 @@ materialise them on their own device (:mod:`iqa_plugin.data.materialize`). Row s
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ray_jobs.shards.config import ShardsJobConfig, load_config
+from ray_jobs.cli import job_main
+from ray_jobs.errors import UserError
+from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for
+from ray_jobs.shards.config import ShardsJobConfig
 from ray_jobs.shards.data import MANIFEST_NAME, SCHEMAS
 from ray_jobs.shards.sampling import decode_pristine, image_seed, realsr_config_json, sample_rows
 
@@ -39,46 +40,20 @@ DONE_DIR = "_done"
 FORMAT_VERSION = 1
 
 
-def resolve_filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
-    """``(fsspec filesystem, path without protocol)`` for ``url``.
-
-    For ``s3://`` the endpoint and keys come from the AWS_* variables of *this* process when
-    ``storage_options`` does not give them, so the filesystem still works once pickled to Ray workers
-    whose environment lacks them.
-    """
-    import fsspec
-
-    options = json.loads(json.dumps(storage_options))  # deep copy; the caller's dict stays untouched
-    protocol = fsspec.utils.get_protocol(url)
-    if protocol in ("file", "local"):
-        options.setdefault("auto_mkdir", True)  # writes create their folders, as on object stores
-    if protocol in ("s3", "s3a"):
-        client_kwargs = options.setdefault("client_kwargs", {})
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint and "endpoint_url" not in options and "endpoint_url" not in client_kwargs:
-            client_kwargs["endpoint_url"] = endpoint
-        if "key" not in options and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-            options["key"] = os.environ["AWS_ACCESS_KEY_ID"]
-            options["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
-            if os.environ.get("AWS_SESSION_TOKEN"):
-                options["token"] = os.environ["AWS_SESSION_TOKEN"]
-    return fsspec.core.url_to_fs(url, **options)
-
-
 def list_images(fs: Any, root: str, extensions: tuple[str, ...]) -> tuple[list[tuple[str, str]], int]:
     """Sorted ``(image_id, path)`` of the image files under ``root`` and the number of other files.
 
     ``image_id`` is the path relative to ``root`` (posix); hidden files and folders are ignored.
 
     Raises:
-        FileNotFoundError: ``root`` holds no file at all.
+        UserError: ``root`` holds no file at all.
     """
     root = root.rstrip("/")
     files = sorted(fs.find(root))
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"No file under the pristine source {fs.unstrip_protocol(root)!r}: check the --source folder or "
-            "prefix (and the S3 endpoint/credentials in AWS_* or storage_options)."
+            "prefix (and for S3 the endpoint and credentials in AWS_*)."
         )
     endings = tuple(ext.lower() for ext in extensions)
     images, ignored = [], 0
@@ -111,11 +86,16 @@ def _completed_marker(out_fs: Any, out_root: str, name: str) -> dict[str, Any] |
 
 
 def build_shard(
-    spec: dict[str, Any], config: ShardsJobConfig, kinds: tuple[str, ...], src_fs: Any, out_fs: Any, out_root: str
+    spec: dict[str, Any], config: ShardsJobConfig, kinds: tuple[str, ...], settings: StorageSettings
 ) -> dict[str, Any]:
-    """Build (or verify and reuse) one shard; returns its done marker plus ``reused``. Runs in a Ray task."""
+    """Build (or verify and reuse) one shard; returns its done marker plus ``reused``. Runs in a Ray task,
+    which opens the filesystems itself: credentials come from the task's own environment."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    src_fs, _ = filesystem_for(config.source, settings)
+    out_fs, out_root = filesystem_for(config.out, settings)
+    out_root = out_root.rstrip("/")
 
     name = spec["name"]
     marker = _completed_marker(out_fs, out_root, name)
@@ -164,6 +144,11 @@ def _build_shard_row(row: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     return {"marker": json.dumps(build_shard(json.loads(row["spec"]), **kwargs))}
 
 
+def shard_task(config: ShardsJobConfig, kinds: tuple[str, ...], settings: StorageSettings) -> Callable:
+    """The function Ray runs per shard, with what it pickles bound in (a test checks it holds no secret)."""
+    return functools.partial(_build_shard_row, config=config, kinds=kinds, settings=settings)
+
+
 def _check_previous_config(out_fs: Any, out_root: str, config: ShardsJobConfig) -> None:
     """Refuse to mix shards of two configs under one ``out``; record the config on first use."""
     path = f"{out_root}/{CONFIG_NAME}"
@@ -172,25 +157,12 @@ def _check_previous_config(out_fs: Any, out_root: str, config: ShardsJobConfig) 
         previous = json.loads(out_fs.cat_file(path).decode("utf-8"))
         if previous != wanted:
             differing = sorted(k for k in set(previous) | set(wanted) if previous.get(k) != wanted.get(k))
-            raise ValueError(
+            raise UserError(
                 f"{out_fs.unstrip_protocol(out_root)!r} already holds shards built with another config "
                 f"(fields differing: {', '.join(differing)}). Use a new --out, or delete that folder to rebuild."
             )
         return
     out_fs.pipe_file(path, json.dumps(wanted, sort_keys=True, indent=2).encode())
-
-
-def _start_ray() -> bool:
-    """Join ``$RAY_ADDRESS`` or an already initialised Ray, else start a local one; True if started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False)
-    return True
 
 
 def run_shards_job(
@@ -200,26 +172,31 @@ def run_shards_job(
     plus a ``run`` entry (shards built and reused, seconds, images/s, samples/s) that is not written.
 
     Raises:
-        FileNotFoundError: the source holds no file.
-        ValueError: no image in the source, or ``out`` holds shards of another config.
+        UserError: the source holds no file or no image, or ``out`` holds shards of another config.
     """
     import ray
+    from pydantic import ValidationError
 
     from iqa_plugin.data.degradations import KINDS, LEVELS
 
     if config.levels > LEVELS:
-        raise ValueError(f"levels={config.levels} but the degradation library has {LEVELS} levels: use <= {LEVELS}.")
+        raise UserError(f"levels={config.levels} but the degradation library has {LEVELS} levels: use <= {LEVELS}.")
     if config.kind == "sr":
-        realsr_config_json(config)  # a bad realsr mapping fails here, before any Ray task
+        try:
+            realsr_config_json(config)  # a bad realsr mapping fails here, before any Ray task
+        except ValidationError as error:
+            problems = "; ".join(f"realsr.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise UserError(f"invalid shards job config: {problems}") from None
     started = time.perf_counter()
-    src_fs, src_root = resolve_filesystem(config.source, config.storage_options)
-    out_fs, out_root = resolve_filesystem(config.out, config.storage_options)
+    settings = StorageSettings.from_env(config.storage_options)
+    src_fs, src_root = filesystem_for(config.source, settings)
+    out_fs, out_root = filesystem_for(config.out, settings)
     out_root = out_root.rstrip("/")
     images, ignored = list_images(src_fs, src_root, config.extensions)
     if config.max_images is not None:
         images = images[: config.max_images]
     if not images:
-        raise ValueError(
+        raise UserError(
             f"No image file under {config.source!r} ({ignored} other files; endings read: "
             f"{', '.join(config.extensions)}): point --source at the pristine images."
         )
@@ -230,11 +207,8 @@ def run_shards_job(
         for i, start in enumerate(range(0, len(images), per))
     ]
     progress(f"iqa shards: {len(images)} images -> {len(specs)} shards of <= {per} under {config.out}")
-    started_ray = _start_ray()
-    try:
-        build = functools.partial(
-            _build_shard_row, config=config, kinds=tuple(KINDS), src_fs=src_fs, out_fs=out_fs, out_root=out_root
-        )
+    with ensure_ray(min_cpus=1, log=progress):
+        build = shard_task(config, tuple(KINDS), settings)
         dataset = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
         markers: list[dict[str, Any]] = []
         last = time.perf_counter()
@@ -248,9 +222,6 @@ def run_shards_job(
                     f"{done_images} images, {sum(m['rows'] for m in markers)} samples, "
                     f"{done_images / max(last - started, 1e-9):.1f} images/s"
                 )
-    finally:
-        if started_ray:
-            ray.shutdown()
     markers.sort(key=lambda m: m["index"])
     manifest = _manifest(config, markers, images_listed=len(images), files_ignored=ignored)
     out_fs.pipe_file(f"{out_root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2, sort_keys=True).encode())
@@ -293,61 +264,17 @@ def _manifest(config: ShardsJobConfig, markers: list[dict[str, Any]], *, images_
     }
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the shards job's options (``iqa shards`` and ``python -m ray_jobs.shards``)."""
-    parser.add_argument("--source", help="folder or fsspec prefix (s3://...) of pristine images")
-    parser.add_argument("--out", help="folder or fsspec prefix for the shards and manifest.json")
-    parser.add_argument("--kind", choices=["qualiclip", "sr"], help="qualiclip: crop pairs; sr: HR patches")
-    parser.add_argument("--config", help="YAML file of ShardsJobConfig fields; options given here override it")
-    parser.add_argument("--crop", type=int, help="QualiCLIP crop side (default 224)")
-    parser.add_argument(
-        "--pairs-per-image", "--samples-per-image", dest="samples_per_image", type=int,
-        help="crop pairs (qualiclip) or HR patches (sr) per image (default 4)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, help="root seed (default 0)")
-    parser.add_argument("--levels", type=int, help="distortion levels per QualiCLIP sample (default 5)")
-    parser.add_argument("--hr-size", dest="hr_size", type=int, help="SR HR patch side (default 256)")
-    parser.add_argument("--scale", type=int, choices=[2, 4], help="SR scale (default 4)")
-    parser.add_argument("--realworld-fraction", dest="realworld_fraction", type=float, help="SR realworld share (0.5)")
-    parser.add_argument("--images-per-shard", dest="images_per_shard", type=int, help="images per shard (32)")
-    parser.add_argument("--max-images", dest="max_images", type=int, help="use only the first N sorted images")
+CONFIG = ShardsJobConfig
 
 
-_CONFIG_OPTIONS = (
-    "source", "out", "kind", "crop", "samples_per_image", "seed", "levels", "hr_size", "scale",
-    "realworld_fraction", "images_per_shard", "max_images",
-)  # fmt: skip
-
-
-def config_from_args(args: argparse.Namespace) -> ShardsJobConfig:
-    """The job config from parsed options (``--config`` file first, then the options given)."""
-    overrides = {name: getattr(args, name, None) for name in _CONFIG_OPTIONS}
-    if args.config:
-        return load_config(args.config, **overrides)
-    return ShardsJobConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the job from parsed options; 0 on success, 2 on a bad config or input."""
-    from pydantic import ValidationError
-
-    try:
-        config = config_from_args(args)
-    except (ValidationError, ValueError, OSError) as error:
-        print(f"iqa shards: invalid configuration: {error}", file=sys.stderr)
-        return 2
-    try:
-        run_shards_job(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"iqa shards: {error}", file=sys.stderr)
-        return 2
+def run(config: ShardsJobConfig) -> int:
+    """Build the shards; 0 when done."""
+    run_shards_job(config)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ray_jobs.shards``: the same options as ``iqa shards``."""
-    from ray_jobs.cli import job_main
-
     return job_main("shards", argv)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from ray_jobs.io import list_parts
 from ray_jobs.score.job import run_job
-from tests.jobs.test_score_job import fast_config, good_images, read_output
+from tests.helpers import fast_config, faulty_scorer, good_images, read_output
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,9 +52,9 @@ def test_scoring_actor_killed_mid_job_still_every_input_once(tmp_path, ray_local
     ids = write_folder(tmp_path / "src", photos, 40)
     marker = tmp_path / "actor-exited"
     out = str(tmp_path / "out")
-    config = fast_config(src=str(tmp_path / "src"), out=out, weights=str(fabricated["qualiclip"]), block_size=8,
-                         faults={"actor_exit_after_blocks": 2, "marker": str(marker)})
-    record = run_job(config, log=lambda message: None)
+    config = fast_config(src=str(tmp_path / "src"), out=out, weights=str(fabricated["qualiclip"]), block_size=8)
+    record = run_job(config, log=lambda message: None,
+                     scorer_cls=faulty_scorer(exit_after_blocks=2, marker=str(marker)))
     assert marker.exists(), "the fault was not injected"
     assert "exited after 2 blocks" in marker.read_text()
     assert_every_input_once(out, ids)
@@ -68,10 +68,12 @@ def test_driver_killed_mid_job_then_same_command_resumes(tmp_path, ray_local, fa
     job = tmp_path / "job.yaml"
     job.write_text(
         f"src: {tmp_path / 'src'}\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
-        "block_size: 4\nreport: false\nprogress_bars: false\nfaults: {sleep_per_block_s: 0.5}\n")
+        "block_size: 4\nreport: false\nprogress_bars: false\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     command = [sys.executable, "-m", "ray_jobs.score", "--config", str(job)]
-    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    slow = [sys.executable, "-c", "import sys; from tests.helpers import score_cli_with_faults; "
+            "sys.exit(score_cli_with_faults(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
+    first = subprocess.Popen(slow, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     try:
         wait_for_parts(str(out), 2, first)
@@ -104,6 +106,7 @@ from ray.cluster_utils import Cluster
 from ray_jobs.io import list_parts
 from ray_jobs.score.job import run_job
 from ray_jobs.score.config import ScoreJobConfig
+from tests.helpers import faulty_scorer
 
 src, out, weights = sys.argv[1:4]
 cluster = Cluster(initialize_head=True, head_node_args={
@@ -113,12 +116,13 @@ scorer_node = cluster.add_node(num_cpus=1, resources={"scorer": 1}, object_store
 ray.init(address=cluster.address, log_to_driver=False)
 cluster.wait_for_nodes()
 config = ScoreJobConfig(src=src, out=out, weights=weights, resolution="short:64", block_size=4, report=False,
-                        progress_bars=False, actor_resources={"scorer": 1}, faults={"sleep_per_block_s": 0.5})
+                        progress_bars=False, actor_resources={"scorer": 1})
 result = {}
 
 def run():
     try:
-        result["record"] = run_job(config, log=lambda line: print(line, flush=True))
+        result["record"] = run_job(config, log=lambda line: print(line, flush=True),
+                                   scorer_cls=faulty_scorer(sleep_per_block_s=0.5))
     except BaseException as error:
         result["error"] = repr(error)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -14,42 +14,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from ray_jobs.io import filesystem_for, iter_part_columns, list_parts
+from ray_jobs.io import list_parts
+from ray_jobs.runtime import StorageSettings, filesystem_for
 from ray_jobs.score import job as score
-from ray_jobs.score.config import ScoreJobConfig, build_config
-from ray_jobs.score.job import plan_blocks, run_job
+from ray_jobs.score.config import ScoreJobConfig
+from ray_jobs.score.job import plan_blocks, run_job, stage_arguments
 from ray_jobs.score.sources import SourceError, list_inputs
 from ray_jobs.score.stages import OUTPUT_SCHEMA, FetchError, fetch_and_decode_blocks, fetch_bytes
+from tests.helpers import encode, fast_config, good_images, read_output
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3rSecretValue-do-not-print"
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def good_images(photos: list[Path], count: int, seed: int = 0) -> dict[str, bytes]:
-    """``count`` JPEGs of 96x64 crops of real photos, clean or degraded (one shape: batches fill up)."""
-    rng = np.random.default_rng(seed)
-    sources = [Image.open(p).convert("RGB") for p in photos]
-    images: dict[str, bytes] = {}
-    for index in range(count):
-        photo = sources[index % len(sources)]
-        left, top = int(rng.integers(0, photo.width - 192)), int(rng.integers(0, photo.height - 128))
-        crop = photo.crop((left, top, left + 192, top + 128)).resize((96, 64), Image.Resampling.LANCZOS)
-        kind = index % 4
-        if kind == 1:
-            crop = crop.filter(ImageFilter.GaussianBlur(2))
-        elif kind == 2:
-            noisy = np.asarray(crop, np.float32) + rng.normal(0, 25, (64, 96, 3))
-            crop = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-        images[f"good/{index:04d}.jpg"] = encode(crop, "JPEG", quality=10 if kind == 3 else 90)
-    return images
 
 
 def special_objects(photo: Path) -> dict[str, tuple[bytes, str | None]]:
@@ -76,18 +53,6 @@ def special_objects(photo: Path) -> dict[str, tuple[bytes, str | None]]:
     }
 
 
-def read_output(dst: str) -> pa.Table:
-    tables = list(iter_part_columns(dst, OUTPUT_SCHEMA.names))
-    return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
-
-
-def fast_config(**values) -> ScoreJobConfig:
-    """A config that keeps CPU scoring quick: short side 64, small blocks, no progress bars."""
-    defaults = {"resolution": "short:64", "block_size": 16, "batch_size": 16, "progress_bars": False,
-                "report": False, "progress_interval_s": 2.0}
-    return ScoreJobConfig(**{**defaults, **values})
-
-
 # ----------------------------------------------------------------------------------------- fast unit tests
 
 
@@ -107,19 +72,20 @@ def test_plan_blocks_cut_the_same_blocks_on_resume():
 
 def test_config_from_yaml_with_cli_overrides_and_clear_errors(tmp_path):
     job = tmp_path / "job.yaml"
-    job.write_text("src: s3://b/photos/\nout: s3://b/scores/\nactors: 3\nresolution: short:224\n"
-                   "faults: {sleep_per_block_s: 0.5}\n")
-    config = build_config(job, actors=5, dtype=None, weights="w.pth")
+    job.write_text("src: s3://b/photos/\nout: s3://b/scores/\nactors: 3\nresolution: short:224\n")
+    config = ScoreJobConfig.load(job, actors=5, dtype=None, weights="w.pth")
     assert (config.src, config.actors, config.short_side, config.dtype) == ("s3://b/photos/", 5, 224, "fp32")
     assert config.weights == os.path.abspath("w.pth")  # workers run elsewhere: local paths made absolute
-    assert config.faults.sleep_per_block_s == 0.5
     job.write_text("src: a\nout: b\nactorz: 3\n")
-    with pytest.raises(ValueError, match=r"job.yaml.*actorz: Extra inputs are not permitted"):
-        build_config(job)
+    with pytest.raises(ValueError, match=r"job.yaml.*actorz: Extra inputs are not permitted.*'actors'"):
+        ScoreJobConfig.load(job)
     with pytest.raises(ValueError, match=r"resolution=.short:16.: N must be >= 32"):
-        build_config(src="a", out="b", resolution="short:16")
+        ScoreJobConfig.load(src="a", out="b", resolution="short:16")
     with pytest.raises(ValueError, match=r"src: Field required"):
-        build_config(out="b")
+        ScoreJobConfig.load(out="b")
+    job.write_text("src: a\nout: b\nfaults: {sleep_per_block_s: 0.5}\n")  # test hooks are not config
+    with pytest.raises(ValueError, match=r"faults: Extra inputs are not permitted"):
+        ScoreJobConfig.load(job)
 
 
 def test_default_pixel_limit_matches_the_decoder():
@@ -189,32 +155,55 @@ def test_s3_prefix_listing_and_missing_bucket(s3):
 
 
 
-def test_fetch_retries_transient_errors_and_reports_missing(tmp_path):
+def test_fetch_maps_store_errors_to_reason_codes_after_one_attempt(tmp_path):
+    """Transient errors are retried by the storage client (botocore, s3fs), not by the job: what still
+    fails after them is one ``fetch_error`` row, tried once here."""
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
     calls: dict[str, int] = {}
 
-    class Flaky(LocalFileSystem):
-        protocol = ("flaky",)
+    class Broken(LocalFileSystem):
+        protocol = ("broken",)
 
         def cat_file(self, path, start=None, end=None, **kwargs):
             calls[path] = calls.get(path, 0) + 1
-            if calls[path] <= 2:
-                raise ConnectionResetError("connection reset by peer (simulated throttling)")
-            return super().cat_file(path, start, end, **kwargs)
+            if path.endswith("denied.bin"):
+                raise PermissionError(path)
+            raise ConnectionResetError("connection reset by peer (after the client's retries)")
 
-    fsspec.register_implementation("flaky", Flaky, clobber=True)
-    (tmp_path / "a.bin").write_bytes(b"payload")
-    sleeps: list[float] = []
-    assert fetch_bytes(f"flaky://{tmp_path}/a.bin", retries=3, sleep=sleeps.append) == b"payload"
-    assert sleeps == [0.2, 0.4]
+    fsspec.register_implementation("broken", Broken, clobber=True)
     with pytest.raises(FetchError) as failed:
-        fetch_bytes(f"flaky://{tmp_path}/b.bin", retries=1, sleep=sleeps.append)
-    assert failed.value.reason == "fetch_error"
+        fetch_bytes(f"broken://{tmp_path}/a.bin")
+    assert failed.value.reason == "fetch_error" and list(calls.values()) == [1]
+    with pytest.raises(FetchError) as denied:
+        fetch_bytes(f"broken://{tmp_path}/denied.bin")
+    assert denied.value.reason == "access_denied"
     with pytest.raises(FetchError) as missing:
         fetch_bytes(str(tmp_path / "gone.jpg"))
     assert missing.value.reason == "missing"
+    (tmp_path / "a.bin").write_bytes(b"payload")
+    assert fetch_bytes(str(tmp_path / "a.bin")) == b"payload"
+
+
+def test_no_secret_in_the_pickled_task_and_actor_arguments(monkeypatch):
+    """Credentials never travel in task arguments: only the endpoint does; workers use their own env."""
+    import cloudpickle
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SECRET + "-token")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    config = fast_config(src="s3://b/photos/", out="s3://b/scores/", weights="s3://b/w.pth")
+    settings = StorageSettings.from_env()
+    assert settings.s3_endpoint_url == "http://127.0.0.1:9"
+    for device in ("cpu", "cuda"):
+        arguments = stage_arguments(config, device, settings)
+        assert set(arguments) == {"decode", "scorer", "write"}
+        for stage in arguments.values():
+            payload = cloudpickle.dumps(stage) + pickle.dumps(stage)
+            assert SECRET.encode() not in payload and b"testing" not in payload
+    fs, _ = filesystem_for("s3://b/photos/", settings)  # what a worker builds from them
+    assert SECRET.encode() not in cloudpickle.dumps(fs)
 
 
 def test_decode_stage_gives_one_reason_per_broken_input(tmp_path, photos):
@@ -226,7 +215,7 @@ def test_decode_stage_gives_one_reason_per_broken_input(tmp_path, photos):
         uris.append(str(tmp_path / name))
     uris.append(str(tmp_path / "odd/never-written.jpg"))
     block = pa.table({"block": ["k"], "ids": [list(specials) + ["gone"]], "uris": [uris]})
-    out = fetch_and_decode_blocks(block, max_pixels=1_000_000, min_side=32, short_side=64, retries=0, threads=4)
+    out = fetch_and_decode_blocks(block, max_pixels=1_000_000, min_side=32, short_side=64, threads=4)
     row = out.to_pylist()[0]
     assert row["error"] == [reason for _, reason in specials.values()] + ["missing"]
     by_name = dict(zip(row["ids"], zip(row["width"], row["height"], row["shape"], row["dtype"], strict=True),
@@ -250,7 +239,7 @@ def test_resume_into_an_output_of_another_model_is_refused(tmp_path):
 
 
 def test_failure_line_names_the_root_cause_in_one_line(monkeypatch):
-    from ray_jobs.score.job import failure_line
+    from ray_jobs.errors import failure_line
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
 

@@ -222,16 +222,33 @@ def test_sampling_is_a_pure_function_of_seed_and_id():
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path):
-    import argparse
-
-    from ray_jobs.shards.job import config_from_args, configure_parser
+    from ray_jobs.cli import build_parser, config_from_args
 
     path = tmp_path / "job.yaml"
     path.write_text("source: s3://b/pristine/\nout: s3://b/shards/\nkind: sr\nhr_size: 128\nrealsr:\n  scale: 4\n")
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
-    config = config_from_args(parser.parse_args(["--config", str(path), "--seed", "9", "--pairs-per-image", "3"]))
+    parser = build_parser("shards")
+    args = parser.parse_args(["--config", str(path), "--seed", "9", "--pairs-per-image", "3"])
+    config = config_from_args("shards", args)
     assert (config.kind, config.hr_size, config.seed, config.samples_per_image) == ("sr", 128, 9, 3)
     path.write_text("source: a\nout: b\nkind: sr\ncrops: 3\n")
     with pytest.raises(ValueError, match="crops"):
-        config_from_args(parser.parse_args(["--config", str(path)]))
+        config_from_args("shards", parser.parse_args(["--config", str(path)]))
+
+
+def test_credentials_in_storage_options_are_refused_and_never_pickled(tmp_path, monkeypatch):
+    """One credential scheme: options that travel to Ray tasks hold no secret; tasks use their own env."""
+    import cloudpickle
+
+    from iqa_plugin.data.degradations import KINDS
+    from ray_jobs.runtime import StorageSettings
+    from ray_jobs.shards.job import shard_task
+
+    with pytest.raises(ValueError, match=r"storage_options holds credentials \(key, secret\)"):
+        ShardsJobConfig(source="s3://b/p/", out="s3://b/o/", kind="sr",
+                        storage_options={"key": "AKIA", "secret": "Sup3rSecretValue"})
+    secret = "Sup3rSecretValue-do-not-print"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    config = ShardsJobConfig(source="s3://b/p/", out="s3://b/o/", kind="qualiclip",
+                             storage_options={"config_kwargs": {"read_timeout": 30}})
+    task = shard_task(config, tuple(KINDS), StorageSettings.from_env(config.storage_options))
+    assert secret.encode() not in cloudpickle.dumps(task)

@@ -1,0 +1,97 @@
+"""Helpers shared by several test modules (tests never import each other): test images, fast configs,
+reading a score job's output, and fault-injecting scorers for the score job.
+
+The fault hooks live here, not in the production config: :func:`faulty_scorer` returns a subclass of
+the job's :class:`~ray_jobs.score.stages.BlockScorer` for ``run_job(config, scorer_cls=...)``; Ray ships
+it to the workers by value (it is defined in a function), so the workers need not import this module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageFilter
+
+from ray_jobs.io import iter_part_columns
+from ray_jobs.score.config import ScoreJobConfig
+from ray_jobs.score.stages import OUTPUT_SCHEMA, BlockScorer
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def good_images(photos: list[Path], count: int, seed: int = 0) -> dict[str, bytes]:
+    """``count`` JPEGs of 96x64 crops of real photos, clean or degraded (one shape: batches fill up)."""
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(p).convert("RGB") for p in photos]
+    images: dict[str, bytes] = {}
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        left, top = int(rng.integers(0, photo.width - 192)), int(rng.integers(0, photo.height - 128))
+        crop = photo.crop((left, top, left + 192, top + 128)).resize((96, 64), Image.Resampling.LANCZOS)
+        kind = index % 4
+        if kind == 1:
+            crop = crop.filter(ImageFilter.GaussianBlur(2))
+        elif kind == 2:
+            noisy = np.asarray(crop, np.float32) + rng.normal(0, 25, (64, 96, 3))
+            crop = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        images[f"good/{index:04d}.jpg"] = encode(crop, "JPEG", quality=10 if kind == 3 else 90)
+    return images
+
+
+def read_output(dst: str) -> pa.Table:
+    """Every row of a score job's output (``part-*.parquet``) as one table."""
+    tables = list(iter_part_columns(dst, OUTPUT_SCHEMA.names))
+    return pa.concat_tables(tables) if tables else OUTPUT_SCHEMA.empty_table()
+
+
+def fast_config(**values: Any) -> ScoreJobConfig:
+    """A config that keeps CPU scoring quick: short side 64, small blocks, no progress bars."""
+    defaults = {"resolution": "short:64", "block_size": 16, "batch_size": 16, "progress_bars": False,
+                "report": False, "progress_interval_s": 2.0}
+    return ScoreJobConfig(**{**defaults, **values})
+
+
+def faulty_scorer(*, exit_after_blocks: int | None = None, marker: str | None = None,
+                  sleep_per_block_s: float = 0.0) -> type[BlockScorer]:
+    """A :class:`BlockScorer` that sleeps before each block and/or kills its actor once.
+
+    Args:
+        exit_after_blocks: the actor calls ``os._exit(1)`` after scoring this many blocks ...
+        marker: ... and first creates this file; while it exists no actor exits again (once per job).
+        sleep_per_block_s: extra seconds per block (slows a job so a test can interrupt it).
+    """
+
+    class FaultyBlockScorer(BlockScorer):
+        blocks_done = 0
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            if exit_after_blocks is not None and self.blocks_done >= exit_after_blocks and marker \
+                    and not os.path.exists(marker):
+                Path(marker).write_text(f"actor pid {os.getpid()} exited after {self.blocks_done} blocks\n")
+                os._exit(1)
+            if sleep_per_block_s:
+                time.sleep(sleep_per_block_s)
+            self.blocks_done += 1
+            return super().__call__(batch)
+
+    return FaultyBlockScorer
+
+
+def score_cli_with_faults(argv: list[str], **faults: Any) -> int:
+    """``python -m ray_jobs.score ARGV`` (the same wrapper and exit codes) with :func:`faulty_scorer`."""
+    from ray_jobs.cli import job_main
+    from ray_jobs.score import job
+
+    scorer_cls = faulty_scorer(**faults)
+    job.run = lambda config: job.run_job(config, scorer_cls=scorer_cls) and 0
+    return job_main("score", argv)
