@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("ray_jobs.curate", "keep the best-scored images from a score job's output"),
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
     "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
+    "eval": ("ray_jobs.eval.job", "correlation of metrics with human scores (SRCC/KRCC/PLCC) on a dataset or --synthetic"),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -204,7 +204,7 @@ def bootstrap_intervals(pred: np.ndarray, mos: np.ndarray, *, resamples: int = D
 
 
 def correlations(pred: Any, mos: Any, *, lower_better: bool = False, bootstrap: int = DEFAULT_BOOTSTRAP,
-                 confidence: float = 0.95, seed: int = 0) -> Correlations:
+                 confidence: float = 0.95, seed: int = 0, ci_for: tuple[str, ...] = COEFFICIENTS) -> Correlations:
     """SRCC, KRCC, PLCC (raw and logistic-fitted) and fitted RMSE of ``pred`` against ``mos``.
 
     Args:
@@ -214,6 +214,7 @@ def correlations(pred: Any, mos: Any, *, lower_better: bool = False, bootstrap: 
         bootstrap: resamples for the intervals (0 skips them).
         confidence: interval coverage.
         seed: the bootstrap's seed (same seed, same intervals).
+        ci_for: the coefficients that get intervals (the fitted PLCC costs one logistic fit per resample).
 
     Raises:
         ValueError: ``pred`` and ``mos`` differ in length.
@@ -226,5 +227,6 @@ def correlations(pred: Any, mos: Any, *, lower_better: bool = False, bootstrap: 
         n=int(len(x)), srcc=srcc(x, y), krcc=krcc(x, y), plcc=plcc(x, y),
         plcc_fitted=float("nan") if fitted is None else plcc(fitted, y), rmse_fitted=rmse,
         lower_better=lower_better, confidence=confidence,
-        ci=bootstrap_intervals(x, y, resamples=bootstrap, confidence=confidence, seed=seed, start=betas),
+        ci=bootstrap_intervals(x, y, resamples=bootstrap, confidence=confidence, seed=seed, start=betas,
+                               names=ci_for),
     )
