@@ -57,8 +57,9 @@ def load_dataset(config: EvalJobConfig, log: Log):
         raise UserError(str(error)) from None
 
 
-def check_metrics(config: EvalJobConfig, full_reference_data: bool) -> list[Any]:
-    """The :class:`~iqa_plugin.eval.metrics.MetricInfo` of every metric (baselines added for --synthetic)."""
+def check_metrics(config: EvalJobConfig) -> list[Any]:
+    """The :class:`~iqa_plugin.eval.metrics.MetricInfo` of every metric (baselines added for --synthetic);
+    checked before any data is read."""
     from iqa_plugin.eval.metrics import BASELINES, MetricError, metric_info
 
     names = list(config.model) + ([b for b in BASELINES if b not in config.model] if config.synthetic else [])
@@ -68,9 +69,6 @@ def check_metrics(config: EvalJobConfig, full_reference_data: bool) -> list[Any]
             info = metric_info(name)
         except MetricError as error:
             raise UserError(str(error)) from None
-        if info.full_reference and not full_reference_data:
-            raise UserError(f"--model {name}: a full-reference metric, but the dataset has no reference images; "
-                            "use a dataset with a reference column, a pyiqa FR layout, or --synthetic")
         infos.append(info)
     unknown = sorted(set(config.weights) - set(names))
     if unknown:
@@ -102,11 +100,15 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
 
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
+    infos = check_metrics(config)
     dataset = load_dataset(config, log)
     if not dataset.items:
         raise UserError(f"{dataset.source}: no usable rated image ({len(dataset.skipped)} rows skipped: "
                         f"{dataset.skipped_by_reason()}); check the paths and the score column")
-    infos = check_metrics(config, dataset.full_reference)
+    for info in infos:
+        if info.full_reference and not dataset.full_reference:
+            raise UserError(f"--model {info.name}: a full-reference metric, but the dataset has no reference "
+                            "images; use a dataset with a reference column, a pyiqa FR layout, or --synthetic")
     keys = resolve_weight_keys(config, infos, log)
     items = dataset.items
     log(f"dataset: {dataset.name}, {len(items)} rated images"
