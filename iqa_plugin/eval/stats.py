@@ -84,6 +84,7 @@ def fit_logistic_betas(pred: np.ndarray, mos: np.ndarray, maxfev: int = 20_000,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow in the covariance, which is not used
             betas, _ = curve_fit(logistic4, pred, mos, p0=start, maxfev=maxfev, jac=jacobian)
     except (RuntimeError, ValueError):
         return None
