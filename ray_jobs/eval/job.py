@@ -13,6 +13,7 @@ in the same table what a metric that knows nothing scores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -96,7 +97,7 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
     """Run the evaluation end to end; return what ``results.json`` holds."""
     from iqa_plugin.eval.summary import group_names, ranking, scatter_points, summarize_metric
     from ray_jobs.eval.render import html_page, markdown
-    from ray_jobs.eval.scoring import cache_folder, hash_uris, score_metric
+    from ray_jobs.eval.scoring import cache_folder, hash_uris, needs_ray, score_metric
 
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
@@ -116,7 +117,15 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
     needs_refs = any(info.full_reference for info in infos)
     uris = [item.uri for item in items] + ([item.ref_uri for item in items if item.ref_uri] if needs_refs else [])
     runs = {}
-    with ensure_ray(min_cpus=config.actors * config.cpus_per_actor + 1, log=log):
+    ray_started: list[bool] = []
+    with contextlib.ExitStack() as stack:
+        def start_ray() -> None:  # only when something needs it: a fully cached local run starts no Ray
+            if not ray_started:
+                stack.enter_context(ensure_ray(min_cpus=config.actors * config.cpus_per_actor + 1, log=log))
+                ray_started.append(True)
+
+        if needs_ray(uris):
+            start_ray()
         log(f"hashing {len(set(uris))} files (the score cache is keyed by content)")
         hashes = hash_uris(uris, settings=StorageSettings.from_env())
         references = {hashes[i.ref_uri][0]: i.ref_uri for i in items if i.ref_uri and hashes.get(i.ref_uri, (None,))[0]}
@@ -134,7 +143,7 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
             item_keys[info.name] = per_item
             folder = cache_folder(config.cache_root, info.name, keys[info.name])
             runs[info.name] = score_metric(config.score_config(info.name, folder), wanted, references,
-                                           keys[info.name], log)
+                                           keys[info.name], log, start_ray)
     metrics, scatter, columns = {}, {}, {}
     for info in infos:
         run = runs[info.name]

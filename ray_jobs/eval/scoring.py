@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from ray_jobs.config import DEFAULT_MAX_PIXELS
 from ray_jobs.io import chunked, iter_part_columns, read_done_ids
-from ray_jobs.runtime import StorageSettings, join_uri
+from ray_jobs.runtime import StorageSettings, join_uri, protocol_of
 from ray_jobs.score.stages import BlockScorer, FetchError, decode_one, fetch_bytes
 
 Log = Callable[[str], None]
@@ -54,21 +54,30 @@ def hash_blocks(batch: pa.Table, *, threads: int, settings: StorageSettings | No
 
 
 def hash_uris(uris: list[str], *, threads: int = 16, settings: StorageSettings | None = None) -> dict[str, tuple]:
-    """``uri -> (sha256, None)`` or ``(None, reason)`` for every URI, hashed in Ray tasks (Ray must be up)."""
-    import ray
+    """``uri -> (sha256, None)`` or ``(None, reason)`` for every URI.
 
+    Local files are hashed here in threads (a second evaluation then starts no Ray at all); remote
+    objects in Ray tasks, started or joined by the caller, so the reads scale with the cluster.
+    """
     unique = sorted(set(uris))
     if not unique:
         return {}
     blocks = [pa.table({"uris": pa.array([chunk], pa.list_(pa.string()))}) for chunk in chunked(unique, _HASH_BLOCK)]
-    ds = ray.data.from_arrow(blocks).map_batches(
-        hash_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-        fn_kwargs={"threads": threads, "settings": settings})
-    result: dict[str, tuple] = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            result[row["uri"]] = (row["sha256"], row["error"])
-    return result
+    if all(protocol_of(uri) == "file" for uri in unique):
+        tables = [hash_blocks(block, threads=threads, settings=settings) for block in blocks]
+    else:
+        import ray
+
+        ds = ray.data.from_arrow(blocks).map_batches(
+            hash_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+            fn_kwargs={"threads": threads, "settings": settings})
+        tables = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    return {row["uri"]: (row["sha256"], row["error"]) for table in tables for row in table.to_pylist()}
+
+
+def needs_ray(uris: list[str]) -> bool:
+    """True when hashing ``uris`` reads an object store (done in Ray tasks)."""
+    return any(protocol_of(uri) != "file" for uri in uris)
 
 
 def eval_scorer_class(references: dict[str, str], short_side: int | None = None) -> type[BlockScorer]:
@@ -164,10 +173,10 @@ def cache_folder(cache: str, metric: str, key: str) -> str:
 
 
 def score_metric(config: Any, keys: dict[str, str], references: dict[str, str], key: str,
-                 log: Log) -> MetricScores:
+                 log: Log, start_ray: Callable[[], None]) -> MetricScores:
     """Score every content key of ``keys`` (key -> image URI) not yet in the cache, through the score job's
     pipeline; ``config`` is the :class:`ray_jobs.score.config.ScoreJobConfig` of this metric
-    (``out`` = its cache folder)."""
+    (``out`` = its cache folder). ``start_ray`` is called first when anything is left to score."""
     import time
 
     from ray_jobs.score.job import _execute, plan_blocks
@@ -180,6 +189,7 @@ def score_metric(config: Any, keys: dict[str, str], references: dict[str, str], 
     log(f"{config.model}: {len(done)} of {len(ordered)} images cached in {config.out}; scoring {n_pending}")
     started = time.monotonic()
     if blocks:
+        start_ray()
         _execute(config, blocks, n_pending, log, eval_scorer_class(references, config.short_side))
     scores: dict[str, float] = {}
     errors: dict[str, str] = {}
