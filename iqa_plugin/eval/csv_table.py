@@ -35,6 +35,7 @@ def find_csv(src: str) -> str:
     """The CSV file named by ``src``: the file itself, or the one CSV inside the folder/prefix."""
     try:
         fs, path = url_to_fs(src)
+        fs.invalidate_cache()  # a long-lived process must see the store as it is now
         if fs.isfile(path):
             return src
         if not fs.isdir(path):
@@ -58,8 +59,7 @@ def find_csv(src: str) -> str:
 def read_rows(csv_uri: str) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a CSV (UTF-8, BOM tolerated)."""
     fs, path = url_to_fs(csv_uri)
-    with fs.open(path, "rb") as handle:
-        text = handle.read().decode("utf-8-sig")
+    text = fs.cat_file(path).decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise DatasetError(f"{csv_uri}: empty CSV; expected a header row such as 'path,mos'")

@@ -147,6 +147,7 @@ def existing_files(root: str) -> set[str] | None:
     """Every file path under ``root`` as full URIs/absolute paths (one listing), or ``None`` if unlistable."""
     try:
         fs, path = url_to_fs(root)
+        fs.invalidate_cache()
         found = fs.find(path)
     except Exception:
         return None

@@ -106,8 +106,7 @@ def read_meta_info(meta_csv: str, images: str, *, ref_images: str | None = None,
     """
     try:
         fs, path = url_to_fs(meta_csv)
-        with fs.open(path, "rb") as handle:
-            text = handle.read().decode("utf-8-sig")
+        text = fs.cat_file(path).decode("utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"{meta_csv}: meta-info file not found; expected pyiqa's layout <root>/meta_info/"
                            "meta_info_<Name>Dataset.csv (pass the folder holding meta_info/ as --root)") from None
