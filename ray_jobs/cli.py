@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
     "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
     "train": ("ray_jobs.train.job", "train a recipe (qualiclip) on degradation shards with Ray Train"),
+    "eval": ("ray_jobs.eval.job", "correlation of metrics with human scores (SRCC/KRCC/PLCC) on a dataset or --synthetic"),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

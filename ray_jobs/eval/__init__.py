@@ -1,0 +1,1 @@
+"""The evaluation job: agreement of metrics with human scores (``iqa eval``)."""
