@@ -4,7 +4,7 @@
 2. **Per metric**, the cache is a score-job output folder ``CACHE/<metric>/<weights key>/part-*.parquet``
    whose ids are content keys (``<image sha256>`` or, for full-reference metrics,
    ``<image sha256>.<reference sha256>``). The keys already there are not scored again; the rest go
-   through :func:`ray_jobs.score.job._execute` (fetch + decode tasks -> scoring actors -> one Parquet
+   through :func:`ray_jobs.score.job.execute_blocks` (fetch + decode tasks -> scoring actors -> one Parquet
    part per block, retried blocks rewrite themselves) with :class:`~ray_jobs.score.stages.BlockScorer`
    subclassed only to build any metric (plugin, pyiqa, baseline) and to hand references to FR metrics.
 
@@ -179,7 +179,7 @@ def score_metric(config: Any, keys: dict[str, str], references: dict[str, str], 
     (``out`` = its cache folder). ``start_ray`` is called first when anything is left to score."""
     import time
 
-    from ray_jobs.score.job import _execute, plan_blocks
+    from ray_jobs.score.job import execute_blocks, plan_blocks
 
     ordered = sorted(keys)
     inputs = pa.table({"id": pa.array(ordered, pa.string()), "uri": pa.array([keys[k] for k in ordered], pa.string())})
@@ -190,7 +190,7 @@ def score_metric(config: Any, keys: dict[str, str], references: dict[str, str], 
     started = time.monotonic()
     if blocks:
         start_ray()
-        _execute(config, blocks, n_pending, log, eval_scorer_class(references, config.short_side))
+        execute_blocks(config, blocks, n_pending, log, eval_scorer_class(references, config.short_side))
     scores: dict[str, float] = {}
     errors: dict[str, str] = {}
     wanted = set(ordered)

@@ -13,6 +13,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 DEGRADATIONS = ("blur", "noise", "jpeg", "pixelate", "dark")
+#: The model ``--demo`` scores with unless ``--model``/``--weights`` is given: a tiny QualiCLIP trained by this
+#: project's own recipe on the package photos (``registry/qualiclip-demo-tiny.yaml``), shipped with the package,
+#: so the demo gives meaningful scores on a machine without network. It is NOT the paper's model.
+DEMO_MODEL = "qualiclip-demo-tiny"
+#: A dot-file marking a folder built by :func:`build_demo_folder` (dot-files are never inputs).
+MARKER = ".iqa-demo"
 
 
 def degrade(image: Image.Image, kind: str, seed: int = 0) -> Image.Image:
@@ -54,6 +60,7 @@ def build_demo_folder(folder: str | Path, *, short_side: int = 256, seed: int = 
     whole = (folder / f"{stem}.jpg").read_bytes()
     (folder / "broken-truncated.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "broken-notes.txt").write_text("not an image\n")
+    (folder / MARKER).write_text("built by iqa score --demo\n")
     return sum(1 for item in folder.iterdir() if item.is_file())
 
 
@@ -65,3 +72,23 @@ def prepare_demo(src: str | None, out: str | None, log: Callable[[str], None] = 
         count = build_demo_folder(src)
         log(f"demo: {count} sample files (real photos, degraded copies, 3 broken files) in {src}")
     return src, out or str(root / "scores")
+
+
+def is_demo_folder(src: str) -> bool:
+    """True when ``src`` is a local folder built by :func:`build_demo_folder`."""
+    return "://" not in src and (Path(src) / MARKER).is_file()
+
+
+def pair_ranking(scores: dict[str, float]) -> tuple[int, int]:
+    """``(wins, pairs)``: how often a demo photo (``{stem}.jpg``) scored above one of its own degraded copies
+    (``{stem}-{kind}.jpg``), over every pair where both were scored."""
+    wins = pairs = 0
+    for kind in DEGRADATIONS:
+        for name, score in scores.items():
+            if not name.endswith(f"-{kind}.jpg"):
+                continue
+            original = scores.get(name[: -len(f"-{kind}.jpg")] + ".jpg")
+            if original is not None:
+                pairs += 1
+                wins += original > score
+    return wins, pairs

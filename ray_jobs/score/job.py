@@ -125,7 +125,7 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     }
 
 
-def _execute(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
+def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
              scorer_cls: type | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
     import ray
@@ -278,7 +278,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
-                counts = _execute(config, blocks, n_pending, log, scorer_cls)
+                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls)
         del blocks
         rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
         elapsed = time.monotonic() - t0
@@ -355,15 +355,39 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any]:
     """``--demo``: build the sample folder and point ``src`` / ``out`` at it."""
     if getattr(args, "demo", False):
-        from ray_jobs.score.demo import prepare_demo
+        from ray_jobs.score.demo import DEMO_MODEL, prepare_demo
 
         values["src"], values["out"] = prepare_demo(values.get("src"), values.get("out"), _log)
+        if values.get("model") is None and values.get("weights") is None:
+            values["model"] = DEMO_MODEL
+            _log(f"demo: scoring with {DEMO_MODEL}, a tiny QualiCLIP trained by this project's recipe on the "
+                 "package photos and shipped with it (NOT the paper's weights); --model qualiclip scores with the "
+                 "published QualiCLIP where the network allows")
     return values
+
+
+def _log_demo_ranking(out: str) -> None:
+    """For a demo folder: how often each photo scored above its own degraded copies."""
+    from ray_jobs.io import iter_part_columns
+    from ray_jobs.score.demo import pair_ranking
+
+    scores: dict[str, float] = {}
+    for table in iter_part_columns(out, ["id", "score"]):
+        for id_, score in zip(table.column("id").to_pylist(), table.column("score").to_pylist(), strict=True):
+            if score is not None:
+                scores[id_] = score
+    wins, pairs = pair_ranking(scores)
+    if pairs:
+        _log(f"demo: each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})")
 
 
 def run(config: ScoreJobConfig) -> int:
     """Run the job; 0 when it completed (inputs that could not be scored are rows, not failures)."""
+    from ray_jobs.score.demo import is_demo_folder
+
     run_job(config)
+    if is_demo_folder(config.src):
+        _log_demo_ranking(config.out)
     return 0
 
 
