@@ -43,7 +43,8 @@ def degrade(image: Image.Image, kind: str, seed: int = 0) -> Image.Image:
 
 
 def build_demo_folder(folder: str | Path, *, short_side: int = 256, seed: int = 0) -> int:
-    """Write the demo collection to ``folder`` (idempotent) and return how many files it holds."""
+    """Write the demo collection to ``folder`` (idempotent) and return how many input files it holds (the
+    :data:`MARKER` dot-file is not an input)."""
     from iqa_plugin.testing import real_photo_paths
 
     folder = Path(folder)
@@ -61,7 +62,7 @@ def build_demo_folder(folder: str | Path, *, short_side: int = 256, seed: int = 
     (folder / "broken-truncated.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "broken-notes.txt").write_text("not an image\n")
     (folder / MARKER).write_text("built by iqa score --demo\n")
-    return sum(1 for item in folder.iterdir() if item.is_file())
+    return sum(1 for item in folder.iterdir() if item.is_file() and not item.name.startswith("."))
 
 
 def prepare_demo(src: str | None, out: str | None, log: Callable[[str], None] = print) -> tuple[str, str]:

@@ -368,6 +368,22 @@ def test_s3_collection_with_broken_objects_every_input_exactly_once(s3, ray_loca
 
 
 @pytest.mark.slow
+def test_demo_without_weights_uses_the_shipped_demo_model_and_ranks_photos_above_their_copies(
+        tmp_path, ray_local, monkeypatch, capsys):
+    monkeypatch.setenv("IQA_PLUGIN_OFFLINE", "1")  # a fresh machine without network
+    monkeypatch.chdir(tmp_path)
+    code = score.main(["--demo", "--no-progress-bars", "--no-report"])
+    output, errors_text = capsys.readouterr()
+    assert code == 0, output + errors_text
+    assert "demo: scoring with qualiclip-demo-tiny" in output and "NOT the paper's weights" in output
+    table = read_output(str(tmp_path / "iqa-demo" / "scores"))
+    assert set(table.column("model").to_pylist()) == {"qualiclip-demo-tiny"}
+    line = next(line for line in output.splitlines() if line.startswith("demo: each photo scored above"))
+    wins, pairs = (int(word) for word in line.split(" in ", 1)[1].split(" pairs")[0].split(" of "))
+    assert pairs == 40 and wins / pairs >= 0.8, line
+
+
+@pytest.mark.slow
 def test_demo_command_scores_sample_photos_in_a_local_folder(tmp_path, ray_local, fabricated, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = score.main(["--demo", "--weights", str(fabricated["qualiclip"]), "--resolution", "short:64",
@@ -375,8 +391,9 @@ def test_demo_command_scores_sample_photos_in_a_local_folder(tmp_path, ray_local
     output, errors_text = capsys.readouterr()
     assert code == 0, output + errors_text
     photos_dir, out = tmp_path / "iqa-demo" / "photos", str(tmp_path / "iqa-demo" / "scores")
-    n_files = len(list(photos_dir.iterdir()))
+    n_files = len([item for item in photos_dir.iterdir() if not item.name.startswith(".")])
     assert f"done: {n_files} inputs -> {n_files} rows in {out} (scored {n_files - 3}; errors 3" in output
+    assert "excluded: 1 hidden files" in output  # the demo folder's marker
     assert f"parquet: {out}/part-*.parquet" in output
     table = read_output(out)
     errors = dict(zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True))

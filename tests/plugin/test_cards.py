@@ -47,7 +47,6 @@ def test_packaged_cards_validate_and_the_five_names_exist(monkeypatch):
         if not card.name.startswith("qualiclip"):  # SFD's generator and the backbones have their own tests
             assert card.kind in ("sr", "backbone")
             continue
-        qualiclip_cards.add(card.name)
         assert card.arch == "IqaPluginQualiCLIP"
         if "-demo-" in card.name:  # a model trained by our recipe, shipped with its weights next to the card
             weights = Path(card.weights["model"].urls[0])
@@ -55,6 +54,7 @@ def test_packaged_cards_validate_and_the_five_names_exist(monkeypatch):
             assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights["model"].sha256
             assert "NOT the QualiCLIP paper's weights" in card.description and weights.stat().st_size <= 10_000_000
             continue
+        qualiclip_cards.add(card.name)  # the published QualiCLIP cards: exactly the five pyiqa names
         assert card.arch_options == {"model_type": card.name}
         assert card.paper == "arXiv:2403.11176"
         assert card.score_range == (0.0, 1.0) and card.lower_better is False and card.metric_mode == "NR"
