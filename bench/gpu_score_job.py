@@ -98,7 +98,7 @@ def job_rate(folder: Path, out: Path, weights: str, resolution: str, batch: int,
     if result.returncode != 0:
         print(result.stderr[-3000:])
         return {}
-    return json.loads((out / "_job.json").read_text())
+    return json.loads((out / "_iqa" / "job.json").read_text())
 
 
 def main() -> int:

@@ -110,6 +110,15 @@ class CurateConfig(JobConfig):
             raise ValueError(f"top_percent must be in (0, 100], got {self.top_percent}; e.g. --top-percent 10")
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise ValueError(f"min_score must be a finite number, got {self.min_score}")
+        def where(uri: str) -> str:
+            return (uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))).rstrip("/") + "/"
+
+        for name in ("out", "copy_to"):
+            value = getattr(self, name)
+            if value is not None and where(value).startswith(where(self.scores)):
+                raise ValueError(
+                    f"{name}={value} is inside the scores folder {self.scores}, where every Parquet reader of the "
+                    f"scores would pick it up; put it beside it (e.g. {self.scores.rstrip('/')}-curated/)")
         return self
 
 

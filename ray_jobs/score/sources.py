@@ -161,12 +161,18 @@ def read_manifest_table(src: str) -> pa.Table:
         raise SourceError(f"manifest {src} is empty: expected a table with a 'uri' column (and optionally 'id'), "
                           "one row per input")
     lower = src.lower()
-    if lower.endswith(".parquet"):
-        return pq.read_table(io.BytesIO(data))
-    if lower.endswith(".csv"):
-        return pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
-            column_types={"id": pa.string(), "uri": pa.string(), "path": pa.string(), "url": pa.string()}))
-    return pajson.read_json(io.BytesIO(data))
+    try:
+        if lower.endswith(".parquet"):
+            return pq.read_table(io.BytesIO(data))
+        if lower.endswith(".csv"):
+            return pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
+                column_types={"id": pa.string(), "uri": pa.string(), "path": pa.string(), "url": pa.string()}))
+        return pajson.read_json(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as error:  # malformed file: the user's input, not a job failure
+        kind = "Parquet" if lower.endswith(".parquet") else "CSV" if lower.endswith(".csv") else "JSON Lines"
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise SourceError(f"manifest {src} is not a readable {kind} file ({first}); expected a table with a "
+                          "'uri' column (and optionally 'id'), one row per input") from None
 
 
 def _list_manifest(src: str) -> Listing:

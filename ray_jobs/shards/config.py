@@ -3,8 +3,9 @@
 A :class:`ShardsJobConfig` fixes every choice that changes the bytes of the shards (kind, crop size,
 samples per image, seed, levels, SR patch size and recipe mix, images per shard, PNG level): two runs with
 equal configs over the same pristine images write byte-identical shards. ``out`` and
-``storage_options`` only say where things live and are not part of that identity (and
-``storage_options`` is never written to the manifest: it may hold credentials).
+``storage_options`` only say where things live and are not part of that identity (``storage_options``
+takes non-secret settings such as the endpoint; options holding credentials are refused, since credentials
+come from each process's own environment).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def sample_rows(
     kinds: tuple[str, ...],
     realsr_json: str = "",
 ) -> list[dict[str, Any]]:
-    """The shard rows of one decoded image (``config.samples_per_image`` of them), see shard_data's schema."""
+    """The shard rows of one decoded image (``config.samples_per_image`` of them), see ``ray_jobs.shards.data.SCHEMAS``."""
     if config.kind == "qualiclip":
         return _qualiclip_rows(pixels, image_id, uri, config, rng, kinds)
     return _sr_rows(pixels, image_id, uri, config, rng, realsr_json or realsr_config_json(config))

@@ -201,6 +201,15 @@ def test_invalid_options_are_clear_errors(local_scores, kwargs, message):
         curate(local_scores[0], **kwargs)
 
 
+def test_kept_list_or_copies_inside_the_scores_folder_are_refused(local_scores, capsys):
+    dst = local_scores[0]
+    for flag, value in (("--out", f"{dst}/kept.parquet"), ("--copy-to", f"{dst}/clean/")):
+        assert curate_job.main(["--scores", str(dst), "--top-k", "1", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "inside the scores folder" in err and "-curated/" in err
+    assert not (Path(dst) / "kept.parquet").exists() and not (Path(dst) / "clean").exists()
+
+
 def test_cli_errors(tmp_path, capsys):
     assert curate_job.main(["--scores", str(tmp_path), "--top-k", "1"]) == 2
     assert "no score files" in capsys.readouterr().err

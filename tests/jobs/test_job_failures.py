@@ -83,9 +83,14 @@ def test_unlistable_subfolder_fails_instead_of_disappearing(src, tmp_path, capsy
     assert "nothing is skipped silently" in _one_line(capsys, "score")
 
 
-@pytest.mark.parametrize(("content", "message"), [("", "is empty"), ("uri\n", "no input found")])
-def test_empty_manifest_is_one_line(tmp_path, capsys, content, message):
-    manifest = tmp_path / "list.csv"
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("list.csv", "", "is empty"), ("list.csv", "uri\n", "no input found"),
+    ("list.csv", 'uri,id\n"a.jpg,1\nb.jpg,2,3\n', "is not a readable CSV file"),
+    ("list.parquet", "not parquet at all", "is not a readable Parquet file"),
+    ("list.jsonl", '{"uri": "a.jpg"\n', "is not a readable JSON Lines file"),
+])
+def test_empty_or_malformed_manifest_is_one_line(tmp_path, capsys, name, content, message):
+    manifest = tmp_path / name
     manifest.write_text(content)
     assert _score([str(manifest), "--out", str(tmp_path / "o")]) == EXIT_USAGE
     line = _one_line(capsys, "score")
