@@ -37,6 +37,7 @@ import numpy as np
 from ray_jobs.cli import job_main
 from ray_jobs.errors import UserError
 from ray_jobs.io import find_files
+from ray_jobs.lock import OutputLock
 from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for
 from ray_jobs.shards.config import ShardsJobConfig
 from ray_jobs.shards.data import MANIFEST_NAME, SCHEMAS
@@ -227,51 +228,53 @@ def run_shards_job(
         for i, start in enumerate(range(0, len(images), per))
     ]
     progress(f"iqa shards: {len(images)} images -> {len(specs)} shards of <= {per} under {config.out}")
-    if out_fs.exists(f"{out_root}/{MANIFEST_NAME}"):
-        out_fs.rm_file(f"{out_root}/{MANIFEST_NAME}")  # until this run ends, the folder is not a finished job
-    with ensure_ray(min_cpus=1, log=progress):
-        build = shard_task(config, tuple(KINDS), settings)
-        dataset = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
-        markers: list[dict[str, Any]] = []
-        last = time.perf_counter()
-        for row in dataset.map(build, num_cpus=1).iter_rows():
-            markers.append(json.loads(row["marker"]))
-            if time.perf_counter() - last >= progress_every_s or len(markers) == len(specs):
-                last = time.perf_counter()
-                done_images = sum(m["images"] for m in markers)
-                progress(
-                    f"iqa shards: {len(markers)}/{len(specs)} shards ({sum(m['reused'] for m in markers)} reused), "
-                    f"{done_images} images, {sum(m['rows'] for m in markers)} samples, "
-                    f"{done_images / max(last - started, 1e-9):.1f} images/s"
-                )
-    markers.sort(key=lambda m: m["index"])
-    removed = _remove_stale_shards(out_fs, out_root, {str(spec["name"]) for spec in specs})
-    if removed:
-        progress(f"iqa shards: removed {removed} shard(s) of an earlier, longer listing")
-    if not any(m["rows"] for m in markers):
-        reasons = Counter(entry["reason"] for m in markers for entry in m["skipped"])
-        raise UserError(
-            f"no sample from the {len(images)} images of {config.source!r}: every image was skipped "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}, see {DONE_DIR}/ for each image); "
-            f"lower --{'crop' if config.kind == 'qualiclip' else 'hr-size'} below the images' shorter side "
-            "or give larger pristine images")
-    manifest = _manifest(config, markers, images_listed=len(images), files_ignored=ignored)
-    out_fs.pipe_file(f"{out_root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2, sort_keys=True).encode())
-    seconds = time.perf_counter() - started
-    counts = manifest["counts"]
-    run = {
-        "built": sum(not m["reused"] for m in markers),
-        "reused": sum(m["reused"] for m in markers),
-        "seconds": seconds,
-        "images_per_s": counts["images"] / seconds,
-        "samples_per_s": counts["samples"] / seconds,
-    }
-    progress(
-        f"iqa shards: done in {seconds:.1f} s: {counts['samples']} samples from {counts['images_used']} images "
-        f"({counts['images_skipped']} skipped), {counts['shards']} shards ({run['built']} built, "
-        f"{run['reused']} reused); manifest {config.out.rstrip('/')}/{MANIFEST_NAME}"
-    )
-    return {**manifest, "run": run}
+    # one writer per shards folder: two runs over a changing source would mix listings (see ray_jobs.lock)
+    with OutputLock(f"{config.out.rstrip('/')}/_iqa/lock.json", what=f"--out {config.out}"):
+        if out_fs.exists(f"{out_root}/{MANIFEST_NAME}"):
+            out_fs.rm_file(f"{out_root}/{MANIFEST_NAME}")  # until this run ends, the folder is not a finished job
+        with ensure_ray(min_cpus=1, log=progress):
+            build = shard_task(config, tuple(KINDS), settings)
+            dataset = ray.data.from_items([{"spec": json.dumps(s)} for s in specs], override_num_blocks=len(specs))
+            markers: list[dict[str, Any]] = []
+            last = time.perf_counter()
+            for row in dataset.map(build, num_cpus=1).iter_rows():
+                markers.append(json.loads(row["marker"]))
+                if time.perf_counter() - last >= progress_every_s or len(markers) == len(specs):
+                    last = time.perf_counter()
+                    done_images = sum(m["images"] for m in markers)
+                    progress(
+                        f"iqa shards: {len(markers)}/{len(specs)} shards ({sum(m['reused'] for m in markers)} reused), "
+                        f"{done_images} images, {sum(m['rows'] for m in markers)} samples, "
+                        f"{done_images / max(last - started, 1e-9):.1f} images/s"
+                    )
+        markers.sort(key=lambda m: m["index"])
+        removed = _remove_stale_shards(out_fs, out_root, {str(spec["name"]) for spec in specs})
+        if removed:
+            progress(f"iqa shards: removed {removed} shard(s) of an earlier, longer listing")
+        if not any(m["rows"] for m in markers):
+            reasons = Counter(entry["reason"] for m in markers for entry in m["skipped"])
+            raise UserError(
+                f"no sample from the {len(images)} images of {config.source!r}: every image was skipped "
+                f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}, see {DONE_DIR}/ for each image); "
+                f"lower --{'crop' if config.kind == 'qualiclip' else 'hr-size'} below the images' shorter side "
+                "or give larger pristine images")
+        manifest = _manifest(config, markers, images_listed=len(images), files_ignored=ignored)
+        out_fs.pipe_file(f"{out_root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        seconds = time.perf_counter() - started
+        counts = manifest["counts"]
+        run = {
+            "built": sum(not m["reused"] for m in markers),
+            "reused": sum(m["reused"] for m in markers),
+            "seconds": seconds,
+            "images_per_s": counts["images"] / seconds,
+            "samples_per_s": counts["samples"] / seconds,
+        }
+        progress(
+            f"iqa shards: done in {seconds:.1f} s: {counts['samples']} samples from {counts['images_used']} images "
+            f"({counts['images_skipped']} skipped), {counts['shards']} shards ({run['built']} built, "
+            f"{run['reused']} reused); manifest {config.out.rstrip('/')}/{MANIFEST_NAME}"
+        )
+        return {**manifest, "run": run}
 
 
 def _guarded(where: str, action: Callable[[], Any]) -> Any:

@@ -187,6 +187,19 @@ def test_source_that_changes_between_runs_keeps_every_image_in_exactly_one_shard
 
 
 @pytest.mark.slow
+def test_a_second_run_into_the_same_shards_folder_is_refused_while_one_writes(local_pristine, tmp_path, ray_local):
+    from ray_jobs.errors import UserError
+    from ray_jobs.lock import OutputLock
+
+    out = tmp_path / "shards"
+    with OutputLock(str(out / "_iqa" / "lock.json"), what="--out held", settle_s=0.1):
+        with pytest.raises(UserError, match="is being written by another run"):
+            run_shards_job(_config(str(local_pristine), str(out)), progress=lambda _: None)
+    assert not list(out.glob("shard-*.parquet"))  # nothing written by the refused run
+    assert run_shards_job(_config(str(local_pristine), str(out)), progress=lambda _: None)["counts"]["shards"] >= 1
+
+
+@pytest.mark.slow
 def test_out_holding_another_config_is_refused(local_pristine, tmp_path, ray_local):
     out = tmp_path / "shards"
     run_shards_job(_config(str(local_pristine), str(out), max_images=4), progress=lambda line: None)
