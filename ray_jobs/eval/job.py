@@ -97,7 +97,14 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
     """Run the evaluation end to end; return what ``results.json`` holds."""
     from iqa_plugin.eval.summary import group_names, ranking, scatter_points, summarize_metric
     from ray_jobs.eval.render import html_page, markdown
-    from ray_jobs.eval.scoring import cache_folder, hash_uris, needs_ray, score_metric
+    from ray_jobs.eval.scoring import (
+        cache_folder,
+        cache_identity,
+        hash_uris,
+        needs_ray,
+        score_metric,
+        settings_key,
+    )
 
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
@@ -141,9 +148,11 @@ def run_eval(config: EvalJobConfig, *, log: Log = _log) -> dict[str, Any]:
                 if key is not None:
                     wanted.setdefault(key, item.uri)
             item_keys[info.name] = per_item
-            folder = cache_folder(config.cache_root, info.name, keys[info.name])
+            settings = config.score_config(info.name, "-")
+            folder = cache_folder(config.cache_root, info.name, keys[info.name], settings_key(settings, info.family))
             runs[info.name] = score_metric(config.score_config(info.name, folder), wanted, references,
-                                           keys[info.name], log, start_ray)
+                                           keys[info.name], log, start_ray,
+                                           cache_identity(settings, keys[info.name], info.family))
     metrics, scatter, columns = {}, {}, {}
     for info in infos:
         run = runs[info.name]

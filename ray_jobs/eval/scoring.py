@@ -1,15 +1,19 @@
 """Scoring for ``iqa eval``: the score job's own Ray Data pipeline, with a cache in front of it.
 
 1. **Hash** every image (and reference) once, in Ray tasks: sha256 of the bytes is the image's identity.
-2. **Per metric**, the cache is a score-job output folder ``CACHE/<metric>/<weights key>/part-*.parquet``
-   whose ids are content keys (``<image sha256>`` or, for full-reference metrics,
+2. **Per metric**, the cache is a score-job output folder ``CACHE/<metric>/<weights key>/<settings>/part-*.parquet``
+   (``<settings>``: every other setting that changes scores, :func:`settings_key`, also recorded in its
+   ``_iqa/identity.json``) whose ids are content keys (``<image sha256>`` or, for full-reference metrics,
    ``<image sha256>.<reference sha256>``). The keys already there are not scored again; the rest go
    through :func:`ray_jobs.score.job.execute_blocks` (fetch + decode tasks -> scoring actors -> one Parquet
    part per block, retried blocks rewrite themselves) with :class:`~ray_jobs.score.stages.BlockScorer`
    subclassed only to build any metric (plugin, pyiqa, baseline) and to hand references to FR metrics.
+   Rows whose error is transient (``iqa_plugin.data.reasons``) are dropped and scored again, as the score
+   job's reruns do (:func:`ray_jobs.score.output.reconcile`).
 
 A second evaluation of the same images is all cache hits (no model is loaded); a changed checkpoint has
-another weights key (:func:`iqa_plugin.eval.metrics.weights_key`) and so another folder: it is rescored.
+another weights key (:func:`iqa_plugin.eval.metrics.weights_key`), another resolution, dtype or decode limit
+another settings key, and so another folder: it is rescored.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ray_jobs.config import DEFAULT_MAX_PIXELS
-from ray_jobs.io import chunked, iter_part_columns, read_done_ids
+from ray_jobs.io import chunked, iter_part_columns
 from ray_jobs.runtime import StorageSettings, join_uri, protocol_of
 from ray_jobs.score.stages import BlockScorer, FetchError, decode_one, fetch_bytes
 
@@ -166,24 +170,65 @@ class MetricScores:
     elapsed_s: float = 0.0
 
 
-def cache_folder(cache: str, metric: str, key: str) -> str:
-    """``CACHE/<metric>/<weights key>`` (file-name safe)."""
+def settings_key(config: Any, family: str) -> str:
+    """The settings of ``config`` (a :class:`ray_jobs.score.config.ScoreJobConfig`) besides the weights that
+    change a metric's scores or error rows: ``native-fp32-min32-px89478485`` (``dtype`` for plugin metrics
+    only: the others ignore it)."""
+    parts = [config.resolution.replace(":", ""), *([config.dtype] if family == "plugin" else []),
+             f"min{config.min_side}", f"px{config.max_pixels}"]
+    return "-".join(parts)
+
+
+def cache_identity(config: Any, weights_key: str, family: str) -> dict[str, Any]:
+    """What a cache folder's scores depend on (recorded in its ``_iqa/identity.json``)."""
+    return {"model": config.model, "weights_key": weights_key, "resolution": config.resolution,
+            "dtype": config.dtype if family == "plugin" else None, "min_side": config.min_side,
+            "max_pixels": config.max_pixels}
+
+
+def cache_folder(cache: str, metric: str, key: str, settings: str) -> str:
+    """``CACHE/<metric>/<weights key>/<settings key>`` (file-name safe)."""
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", metric)
-    return join_uri(cache, safe, re.sub(r"[^A-Za-z0-9_.+-]", "_", key)[:80])
+    return join_uri(cache, safe, re.sub(r"[^A-Za-z0-9_.+-]", "_", key)[:80],
+                    re.sub(r"[^A-Za-z0-9_.+-]", "_", settings))
+
+
+def _check_cache_identity(folder: str, wanted: dict[str, Any]) -> None:
+    """Record ``wanted`` in a new cache folder; refuse one recorded for other settings."""
+    from ray_jobs.errors import UserError
+    from ray_jobs.io import meta_uri, read_json
+    from ray_jobs.score.output import write_identity
+
+    recorded = read_json(meta_uri(folder, "identity.json"))
+    if recorded is None:
+        write_identity(folder, wanted)
+    elif recorded != wanted:
+        differs = ", ".join(f"{k} {recorded.get(k)} -> {v}" for k, v in wanted.items() if recorded.get(k) != v)
+        raise UserError(f"--cache {folder} holds scores of other settings ({differs}): delete that folder, "
+                        "or give another --cache")
 
 
 def score_metric(config: Any, keys: dict[str, str], references: dict[str, str], key: str,
-                 log: Log, start_ray: Callable[[], None]) -> MetricScores:
-    """Score every content key of ``keys`` (key -> image URI) not yet in the cache, through the score job's
-    pipeline; ``config`` is the :class:`ray_jobs.score.config.ScoreJobConfig` of this metric
-    (``out`` = its cache folder). ``start_ray`` is called first when anything is left to score."""
+                 log: Log, start_ray: Callable[[], None], identity: dict[str, Any] | None = None) -> MetricScores:
+    """Score every content key of ``keys`` (key -> image URI) not yet in the cache (or cached with a
+    transient error), through the score job's pipeline; ``config`` is the
+    :class:`ray_jobs.score.config.ScoreJobConfig` of this metric (``out`` = its cache folder, whose recorded
+    ``identity`` must match). ``start_ray`` is called first when anything is left to score."""
     import time
 
     from ray_jobs.score.job import execute_blocks, plan_blocks
+    from ray_jobs.score.output import reconcile, scan_output
 
+    if identity is not None:
+        _check_cache_identity(config.out, identity)
     ordered = sorted(keys)
     inputs = pa.table({"id": pa.array(ordered, pa.string()), "uri": pa.array([keys[k] for k in ordered], pa.string())})
-    done = read_done_ids(config.out) & set(ordered)
+    existing = scan_output(config.out)
+    every_id = {id_ for ids, _ in existing.parts.values() for id_ in ids}  # the cache serves other datasets too
+    kept, dropped = reconcile(config.out, existing, every_id)
+    if dropped.get("transient"):
+        log(f"{config.model}: {dropped['transient']} cached rows with a transient error are scored again")
+    done = kept & set(ordered)
     blocks = plan_blocks(inputs, done, config.block_size)
     n_pending = len(ordered) - len(done)
     log(f"{config.model}: {len(done)} of {len(ordered)} images cached in {config.out}; scoring {n_pending}")

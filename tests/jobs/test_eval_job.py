@@ -129,8 +129,88 @@ def test_dataset_on_s3_with_cache_and_results_on_s3(ray_local, s3, photos):
     assert job_main("eval", argv) == 0
     results = json.loads(s3.cat_file("rated/results/results.json"))
     assert results["metrics"]["mean_brightness"]["n_scored"] == 6
-    assert s3.glob("rated/cache/mean_brightness/baseline-v1/part-*.parquet")
+    assert s3.glob("rated/cache/mean_brightness/baseline-v1/native-min32-px89478485/part-*.parquet")
     assert s3.exists("rated/results/report.html") and s3.exists("rated/results/scores.parquet")
+
+
+def _small_dataset(root: Path, photos, *, truncated: bool = False) -> Path:
+    data = root / "data"
+    data.mkdir()
+    lines = ["path,mos"]
+    for index, (name, payload) in enumerate(sorted(good_images(photos, 4, seed=5).items())):
+        (data / Path(name).name).write_bytes(payload)
+        lines.append(f"{Path(name).name},{index}")
+    if truncated:
+        whole = (data / lines[1].split(",")[0]).read_bytes()
+        (data / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+        lines.append("cut.jpg,2.0")
+    (data / "mos.csv").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def test_cache_is_keyed_by_resolution_and_decode_limits_not_by_settings_that_do_not_change_scores(
+        ray_local, photos, tmp_path):
+    data = _small_dataset(tmp_path, photos)
+    out = tmp_path / "out"
+    base = [str(data), "--model", "mean_brightness", "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--bootstrap", "0", "--device", "cpu", "--no-progress-bars"]
+
+    def scored(*extra: str) -> tuple[int, int]:
+        assert job_main("eval", [*base, *extra]) == 0
+        metric = _results(out)["metrics"]["mean_brightness"]
+        return metric["n_scored_now"], metric["n_cached"]
+
+    assert scored() == (4, 0)
+    assert scored("--resolution", "short:32") == (4, 0)  # another resolution: scored again, not the old scores
+    assert scored("--resolution", "short:32") == (0, 4)  # the same settings: all cached
+    assert scored() == (0, 4)  # native is still cached beside it
+    assert scored("--max-pixels", "100") == (4, 0)  # another decode limit changes which rows fail
+    assert _results(out)["metrics"]["mean_brightness"]["failures_by_reason"] == {"too_many_pixels": 4}
+    assert scored("--dtype", "bf16", "--block-size", "2") == (0, 4)  # baselines ignore dtype; block size is no key
+
+    from ray_jobs.eval.config import EvalJobConfig
+    from ray_jobs.eval.scoring import settings_key
+
+    config = EvalJobConfig(synthetic=True)
+    fp32, bf16 = (settings_key(EvalJobConfig(synthetic=True, dtype=d).score_config("qualiclip", "-"), "plugin")
+                  for d in ("fp32", "bf16"))
+    assert fp32 != bf16 and "bf16" in bf16  # a plugin metric's precision changes its scores: another folder
+    assert settings_key(config.score_config("qualiclip", "-"), "plugin") == fp32
+
+
+def test_cached_transient_errors_are_scored_again_and_final_errors_are_not(ray_local, photos, tmp_path):
+    import pyarrow as pa
+
+    data = _small_dataset(tmp_path, photos, truncated=True)
+    out = tmp_path / "out"
+    argv = [str(data), "--model", "mean_brightness", "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--bootstrap", "0", "--device", "cpu", "--no-progress-bars"]
+    assert job_main("eval", argv) == 0
+    first = _results(out)["metrics"]["mean_brightness"]
+    assert first["n_scored_now"] == 5 and first["failures_by_reason"] == {"truncated": 1}
+    scores = pq.read_table(out / "scores.parquet").column("score_mean_brightness").to_pylist()
+    parts = sorted(Path(first["cache"]).glob("part-*.parquet"))
+    rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    assert len(rows) == 5
+    for part in parts:  # one good row becomes a transient fetch failure, as if the store had failed
+        table = pq.read_table(part)
+        rows = table.to_pylist()
+        for row in rows:
+            if row["error"] is None:
+                row["score"], row["error"] = None, "fetch_error"
+                pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), part)
+                break
+        else:
+            continue
+        break
+    assert job_main("eval", argv) == 0
+    second = _results(out)["metrics"]["mean_brightness"]
+    assert (second["n_scored_now"], second["n_cached"]) == (1, 4)  # the truncated row stays final
+    assert second["failures_by_reason"] == {"truncated": 1}
+    assert pq.read_table(out / "scores.parquet").column("score_mean_brightness").to_pylist() == scores
+    assert sum(pq.read_table(p).num_rows for p in Path(first["cache"]).glob("part-*.parquet")) == 5
+    assert job_main("eval", argv) == 0
+    assert _results(out)["metrics"]["mean_brightness"]["n_scored_now"] == 0
 
 
 @pytest.mark.parametrize(("argv", "message"), [
