@@ -103,12 +103,14 @@ def _alive_node_resources() -> list[dict[str, float]]:
 
 
 def check_fits(*, min_cpus: float = 0, actors: int = 0, per_actor: Mapping[str, float] | None = None,
-               what: str = "the job") -> None:
+               what: str = "the job", kind: str = "actor",
+               fix: str = "lower --actors or the per-actor resources, or use a bigger cluster (RAY_ADDRESS)") -> None:
     """Refuse at once a request the connected Ray cluster can never satisfy (instead of waiting forever).
 
     ``actors`` actors of ``per_actor`` resources (``{'CPU': 1, 'GPU': 1, 'my-node': 0.1}``) must be
     placeable on the alive nodes at the same time, and ``min_cpus`` CPUs must exist in the cluster. An
-    autoscaling cluster is judged by the nodes it has now.
+    autoscaling cluster is judged by the nodes it has now. ``kind`` names the actors in the message
+    (``'worker'`` for Ray Train workers), ``fix`` is its advice when they do not fit.
 
     Raises:
         UserError: one line with what was asked and what the cluster has.
@@ -129,9 +131,8 @@ def check_fits(*, min_cpus: float = 0, actors: int = 0, per_actor: Mapping[str, 
         placeable += int(min(node.get(key, 0.0) / value + 1e-9 for key, value in wanted.items()))
     if placeable < actors:
         asked = ", ".join(f"{value:g} {key}" for key, value in wanted.items())
-        raise UserError(f"{what} needs {actors} actor(s) of {asked} each but {where}; only {placeable} such "
-                        "actor(s) fit: lower --actors or the per-actor resources, or use a bigger cluster "
-                        "(RAY_ADDRESS)")
+        raise UserError(f"{what} needs {actors} {kind}(s) of {asked} each but {where}; only {placeable} such "
+                        f"{kind}(s) fit: {fix}")
 
 
 def protocol_of(uri: str) -> str:

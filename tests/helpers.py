@@ -4,8 +4,9 @@ credentials, and real fsspec filesystems whose listing or writes fail (for envir
 does not stop root).
 
 The fault hooks live here, not in the production config: :func:`faulty_scorer` returns a subclass of
-the job's :class:`~ray_jobs.score.stages.BlockScorer` for ``run_job(config, scorer_cls=...)``; Ray ships
-it to the workers by value (it is defined in a function), so the workers need not import this module.
+the job's :class:`~ray_jobs.score.stages.BlockScorer` for ``run_job(config, scorer_cls=...)``, and
+:func:`kill_rank_once` a train job hook for ``run(config, before_step=...)``; Ray ships both to the workers
+by value (they are defined in a function), so the workers need not import this module.
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ def faulty_scorer(*, exit_after_blocks: int | None = None, marker: str | None = 
             return super().__call__(batch)
 
     return FaultyBlockScorer
+
+
+def kill_rank_once(at_step: int, marker: str) -> Any:
+    """A ``before_step`` hook for ``ray_jobs.train.job.run(config, before_step=...)``: rank 1 (rank 0 when
+    alone) creates ``marker`` and exits abruptly (``os._exit``, like a killed process) before optimiser step
+    ``at_step``; while ``marker`` exists no rank exits again (once per run, also after the restart)."""
+
+    def before_step(step: int, rank: int, world: int) -> None:
+        if step != at_step or rank != min(1, world - 1) or os.path.exists(marker):
+            return
+        Path(marker).write_text(f"rank {rank} (pid {os.getpid()}) killed itself before step {step}\n")
+        os._exit(1)
+
+    return before_step
 
 
 def score_cli_with_faults(argv: list[str], **faults: Any) -> int:

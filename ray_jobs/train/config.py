@@ -51,9 +51,6 @@ class TrainJobConfig(JobConfig):
         None, description="copy the exported card into this registry folder (use $IQA_PLUGIN_REGISTRY to serve it)"
     )
     recipe: dict[str, Any] = Field(default_factory=dict, description="the recipe's config fields (YAML only)")
-    inject_failure_at_step: int | None = Field(
-        None, ge=1, description="testing: rank 1 (else 0) exits abruptly once when reaching this step"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainJobConfig:

@@ -15,14 +15,12 @@ same *number*, not necessarily the same rows: the resumed run sees each epoch ab
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 STATE_FILE = "state.pt"
-FAILURE_MARKER = "_injected_failure"
 
 
 def checkpoint_name(step: int) -> str:
@@ -49,20 +47,6 @@ def _checkpoint(recipe: Any, position: dict[str, int], directory: str) -> Any:
 
     torch.save({"recipe": recipe.state_dict(), **position}, Path(directory) / STATE_FILE)
     return ray.train.Checkpoint.from_directory(directory)
-
-
-def _maybe_inject_failure(job: Any, step: int, rank: int, world: int) -> None:
-    """Testing only: one rank exits abruptly (no cleanup, like a killed process) once per run."""
-    if job.inject_failure_at_step is None or step != job.inject_failure_at_step or rank != min(1, world - 1):
-        return
-    from ray_jobs.runtime import filesystem_for, join_uri
-
-    fs, marker = filesystem_for(join_uri(job.out, FAILURE_MARKER))
-    if fs.exists(marker):
-        return
-    with fs.open(marker, "w") as handle:
-        handle.write(f"rank {rank} killed itself at step {step}\n")
-    os._exit(1)
 
 
 def _out_of_time(job: Any, started: float, world: int) -> bool:
@@ -103,7 +87,9 @@ def _export(job: Any, recipe: Any, validation: dict[str, float], command: str) -
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config``: ``job`` (TrainJobConfig as a dict), ``progress`` (a
-    ``ray.util.queue.Queue`` or None), ``validation_images``, ``command``."""
+    ``ray.util.queue.Queue`` or None), ``validation_images``, ``command``, ``before_step`` (None or a
+    callable ``(step, rank, world)`` run before each optimiser step, ``step`` counting from 1: a test hook,
+    see :func:`ray_jobs.train.job.train`)."""
     import ray.train
     import ray.train.torch
     import torch
@@ -122,6 +108,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     position = _restore(recipe)
     recipe.distribute(ray.train.torch.prepare_model)
     progress = loop_config.get("progress")
+    before_step = loop_config.get("before_step")
     validate = None
     if rank == 0 and loop_config.get("validation_images"):
         validate = spec.validator(recipe_config, loop_config["validation_images"], job.validation_crop, job.seed)
@@ -143,7 +130,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             seen += 1
             if index < position["batch_in_epoch"]:
                 continue  # consumed before the checkpoint this run resumed from
-            _maybe_inject_failure(job, step + 1, rank, world)
+            if before_step is not None:
+                before_step(step + 1, rank, world)
             metrics = recipe.step(spec.materialize(rows, str(device)))
             step, window_steps = recipe.step_count, window_steps + 1
             position["batch_in_epoch"] = index + 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ray_jobs.errors import UserError
@@ -127,17 +128,23 @@ def _dataset(config: TrainJobConfig, spec: Any) -> Any:
     return dataset
 
 
-def run(config: TrainJobConfig) -> int:
-    """Train, checkpoint, export; 0 when the run finished (now or before)."""
-    metrics = train(config)
+def run(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None] | None = None) -> int:
+    """Train, checkpoint, export; 0 when the run finished (now or before). ``before_step``: see :func:`train`."""
+    metrics = train(config, before_step=before_step)
     return 0 if metrics is None else _summarise(config, metrics)
 
 
-def train(config: TrainJobConfig) -> dict[str, Any] | None:
-    """Run the training (or find it finished: returns None); returns rank 0's last reported metrics."""
+def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None] | None = None
+          ) -> dict[str, Any] | None:
+    """Run the training (or find it finished: returns None); returns rank 0's last reported metrics.
+
+    ``before_step`` (for tests, e.g. to kill a worker): called in every worker before each optimiser step
+    as ``before_step(step, rank, world)``, ``step`` counting from 1; Ray ships it to the workers by
+    value when it is defined inside a function.
+    """
     from ray.util.queue import Queue
 
-    from ray_jobs.runtime import ensure_ray
+    from ray_jobs.runtime import check_fits, ensure_ray
     from ray_jobs.train.recipes import default_validation_images, recipe_spec
 
     card = finished_card(config)
@@ -153,9 +160,12 @@ def train(config: TrainJobConfig) -> dict[str, Any] | None:
     images = config.validation_images or default_validation_images()
     command = "iqa train " + " ".join(sys.argv[1:]) if sys.argv and "train" in sys.argv else "iqa train"
     with ensure_ray(min_cpus=config.workers * config.cpus_per_worker + 1):
+        per_worker = {"CPU": config.cpus_per_worker, **({"GPU": config.gpus_per_worker} if config.gpus_per_worker else {})}
+        check_fits(actors=config.workers, per_actor=per_worker, what=f"--workers {config.workers}", kind="worker",
+                   fix="lower --workers, --gpus-per-worker or --cpus-per-worker, or use a bigger cluster (RAY_ADDRESS)")
         queue = Queue()
-        loop_config = {"job": config.model_dump(mode="json"), "progress": queue,
-                       "validation_images": images, "command": command}  # fmt: skip
+        loop_config = {"job": config.model_dump(mode="json"), "progress": queue, "validation_images": images,
+                       "command": command, "before_step": before_step}  # fmt: skip
         stop = threading.Event()
         printer = threading.Thread(target=_print_progress, args=(queue, config.steps, stop), daemon=True)
         printer.start()

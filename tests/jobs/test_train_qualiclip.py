@@ -4,6 +4,7 @@ Train start costs ~20 s here, so the runs are tiny and few."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,11 +46,13 @@ def _config(shards: str, out: str, **values):
 
 def test_killed_worker_resumes_then_export_is_served_by_pyiqa(s3_server, s3, shards, photos, tmp_path, capsys, monkeypatch):
     from ray_jobs.train.job import run
+    from tests.helpers import kill_rank_once
 
     s3.mkdir("runs")
     registry = tmp_path / "registry"
-    config = _config(shards, "s3://runs/qualiclip", inject_failure_at_step=5, max_failures=2, register_to=str(registry))
-    assert run(config) == 0
+    marker = tmp_path / "killed"
+    config = _config(shards, "s3://runs/qualiclip", max_failures=2, register_to=str(registry))
+    assert run(config, before_step=kill_rank_once(5, str(marker))) == 0
     printed = capsys.readouterr().out
     events = [(kind, int(step)) for kind, step in re.findall(r"(started at step|step) (\d+)", printed)]
     starts = [step for kind, step in events if kind == "started at step"]
@@ -58,7 +61,7 @@ def test_killed_worker_resumes_then_export_is_served_by_pyiqa(s3_server, s3, sha
     assert len(starts) == 2 and starts[0] == 0 and starts[1] in (2, 4), printed
     after_restart = [step for kind, step in events[events.index(("started at step", starts[1])) + 1 :] if kind == "step"]
     assert after_restart and min(after_restart) > starts[1] and after_restart[-1] == 6, printed
-    assert s3.exists("runs/qualiclip/_injected_failure")
+    assert "rank 1" in marker.read_text() and not s3.exists("runs/qualiclip/_injected_failure")
     assert {p.rsplit("/", 1)[-1] for p in s3.ls("runs/qualiclip/run")} >= {"step_00000004", "step_00000006"}
     assert s3.exists("runs/qualiclip/export/qualiclip-test-run.safetensors")
 
@@ -76,6 +79,15 @@ def test_killed_worker_resumes_then_export_is_served_by_pyiqa(s3_server, s3, sha
     assert "already finished" in capsys.readouterr().out
 
 
+def _recorded_step(run_dir) -> int | None:
+    """The step of the last checkpoint Ray Train recorded in its checkpoint manager snapshot (None: none)."""
+    try:
+        latest = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return int(latest["checkpoint_dir_name"].removeprefix("step_")) if latest else None
+
+
 def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "ray_jobs.train", "qualiclip", "--shards", shards, "--out", str(out),
@@ -85,19 +97,37 @@ def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
-    while not (out / "run" / "step_00000002").exists():
-        assert driver.poll() is None and time.monotonic() < deadline, "the first checkpoint never appeared"
+    while _recorded_step(out / "run") is None:  # a checkpoint directory can exist before Ray Train records it
+        assert driver.poll() is None and time.monotonic() < deadline, "no checkpoint was recorded"
         time.sleep(0.5)
     driver.kill()
     driver.communicate(timeout=60)
     time.sleep(3)  # let Ray reap the dead driver's trainer
+    recorded = _recorded_step(out / "run")  # what Ray Train restores from (read after the driver is dead)
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     step = int(re.search(r"resuming qualiclip run .* from step (\d+)", again.stdout).group(1))
-    assert step >= 2
-    assert f"started at step {step}" in again.stdout or "started at step" in again.stdout
+    started = [int(s) for s in re.findall(r"workers started at step (\d+)", again.stdout)]
+    assert recorded is not None and recorded >= 2 and step >= recorded, again.stdout
+    assert started == [recorded], again.stdout  # the workers really resumed from the recorded checkpoint
+    reported = [int(s) for s in re.findall(r"iqa train: step (\d+)/8", again.stdout)]
+    assert reported and reported[0] == recorded + 2 and reported[-1] == 8, again.stdout
     assert (out / "export" / "qualiclip-test-driver.safetensors").is_file()
     assert "done: 8 steps" in again.stdout
+
+
+def test_workers_that_cannot_be_placed_fail_at_once_in_one_line(shards, tmp_path, ray_local, capsys):
+    """ray_local has 4 CPUs and no GPU: GPU workers never fit; the job says so instead of waiting forever."""
+    from ray_jobs.cli import main
+
+    base = ["train", "qualiclip", "--shards", shards, "--out", str(tmp_path / "o"), "--workers", "2"]
+    started = time.monotonic()
+    assert main([*base, "--gpus-per-worker", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--workers 2 needs 2 worker(s) of 0.5 CPU, 1 GPU each" in err and "0 GPUs in all" in err, err
+    assert "only 0 such worker(s) fit: lower --workers, --gpus-per-worker" in err, err
+    assert time.monotonic() - started < 30 and not (tmp_path / "o" / "run").exists()
 
 
 def test_user_errors_are_one_line_before_ray_starts(tmp_path, capsys):
