@@ -4,9 +4,11 @@ One batch is ``[B, 2 crops, L levels, 3, h, w]`` in [0, 1] (what
 :func:`iqa_plugin.data.materialize.materialize_qualiclip_batch` gives from shard rows): the recipe scores
 all ``B * 2 * L`` images, turns the features into prompt similarities and minimises the QualiCLIP losses.
 
->>> recipe = QualiCLIPRecipe(QualiCLIPRecipeConfig(arch="tiny"), total_steps=100)   # doctest: +SKIP
->>> recipe.step(crops)                      # {'loss': ..., 'consistency': ..., 'lr': ..., 'grad_norm': ...}
->>> torch.save(recipe.state_dict(), path)   # model, optimiser, scheduler, step, RNG
+>>> recipe = QualiCLIPRecipe(QualiCLIPRecipeConfig(arch="tiny"), total_steps=100)
+>>> metrics = recipe.step(torch.rand(1, 2, 5, 3, 64, 64))      # one batch: 1 image x 2 crops x 5 levels
+>>> sorted(k for k in ("loss", "consistency", "lr") if k in metrics)
+['consistency', 'loss', 'lr']
+>>> state = recipe.state_dict()     # model, optimiser, scheduler, step, RNG: what a checkpoint holds
 """
 
 from __future__ import annotations
