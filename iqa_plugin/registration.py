@@ -98,7 +98,11 @@ def _may_write(name: str, existing: dict[str, Any] | None) -> bool:
 
 
 def register() -> list[str]:
-    """Register every metric card into pyiqa; returns the names now served by this plugin."""
+    """Register every metric card into pyiqa; returns the names now served by this plugin.
+
+    An invalid card (e.g. in ``$IQA_PLUGIN_REGISTRY``) is skipped with one warning line: it must not break
+    ``import pyiqa`` for the other metrics; ``get_card`` of its name and ``iqa models`` raise its error.
+    """
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
     from iqa_plugin.archs import ARCHS
@@ -106,7 +110,7 @@ def register() -> list[str]:
 
     _register_archs()
     served = []
-    for card in list_cards():
+    for card in list_cards(skip_invalid=True):
         if card.kind != "metric" or card.arch not in ARCHS:
             continue
         existing = DEFAULT_CONFIGS.get(card.name)
@@ -150,7 +154,12 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        register()
+        try:
+            register()
+        except Exception as exc:  # noqa: BLE001 -- never break `import pyiqa`; pyiqa's own metrics still work
+            message = " ".join(str(exc).split())
+            print(f"iqa_plugin: warning: not registered into pyiqa: {type(exc).__name__}: {message}. "
+                  "Fix: see `iqa models`; IQA_PLUGIN_AUTOLOAD=0 turns the autoload off", file=sys.stderr)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)

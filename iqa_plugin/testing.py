@@ -51,7 +51,7 @@ def real_photo_paths() -> list[Path]:
     if not found:
         raise RuntimeError(
             "No sample photos found: install scikit-image, scikit-learn or matplotlib "
-            "(pip install 'iqa-plugin[test]')."
+            "(pip install 'iqa-plugin[demo]')."
         )
     return found
 

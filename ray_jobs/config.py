@@ -26,10 +26,11 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
+from typing_extensions import Self  # typing.Self is 3.11+; requires-python is >=3.10
 
 from ray_jobs.errors import UserError
 

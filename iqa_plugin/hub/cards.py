@@ -19,6 +19,7 @@ import difflib
 import functools
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from iqa_plugin import env
 
 __all__ = [
     "CardError",
+    "CardWarning",
     "InputContract",
     "ModelCard",
     "UnknownCardError",
@@ -226,13 +228,39 @@ def packaged_registry_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "registry"
 
 
-def _read_dir(directory: Path) -> list[tuple[ModelCard, Path]]:
-    """All cards of one directory, sorted by file name; a name used twice is an error naming both files."""
+class _Invalid:
+    """A card file that could not be used in a lenient scan: its error, and its name where it has one."""
+
+    def __init__(self, error: CardError, name: str | None) -> None:
+        self.error, self.name = error, name
+
+
+def _declared_name(path: Path) -> str | None:
+    """The ``name:`` a card file declares, if it can be read at all (to match ``get_card`` to a bad card)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _read_dir(directory: Path, invalid: list[_Invalid] | None = None) -> list[tuple[ModelCard, Path]]:
+    """All cards of one directory, sorted by file name; a name used twice is an error naming both files.
+
+    With ``invalid`` (a lenient scan) a bad card or a second card of one name is appended there and skipped.
+    """
     found: dict[str, tuple[ModelCard, Path]] = {}
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
-        card = load_card_file(path)
-        if card.name in found:
-            raise CardError(f"Two model cards are named {card.name!r}: {found[card.name][1]} and {path}")
+        try:
+            card = load_card_file(path)
+            if card.name in found:
+                raise CardError(f"Two model cards are named {card.name!r}: {found[card.name][1]} and {path}")
+        except CardError as exc:
+            if invalid is None:
+                raise
+            invalid.append(_Invalid(exc, _declared_name(path)))
+            continue
         found[card.name] = (card, path)
     return list(found.values())
 
@@ -242,28 +270,69 @@ def _packaged_cards() -> tuple[tuple[ModelCard, Path], ...]:
     return tuple(_read_dir(packaged_registry_dir()))
 
 
-def _all_cards() -> dict[str, tuple[ModelCard, Path]]:
+def _all_cards(invalid: list[_Invalid] | None = None) -> dict[str, tuple[ModelCard, Path]]:
+    """Packaged and extra cards by name; with ``invalid`` (lenient), problems of the extra cards go there."""
     cards = {card.name: (card, path) for card, path in _packaged_cards()}
     extra = env.extra_registry_dir()
     if extra is None:
         return cards
     if not extra.is_dir():
-        raise CardError(
+        error = CardError(
             f"{env.REGISTRY_ENV}={extra} is not a directory; point it at a folder of *.yaml cards or unset it"
         )
-    for card, path in _read_dir(extra):
+        if invalid is None:
+            raise error
+        invalid.append(_Invalid(error, None))
+        return cards
+    for card, path in _read_dir(extra, invalid):
         if card.name in cards:
-            raise CardError(
+            error = CardError(
                 f"Model card {path} (from {env.REGISTRY_ENV}) reuses the name {card.name!r} of {cards[card.name][1]}; "
                 "packaged names cannot be replaced: rename the extra card"
             )
+            if invalid is None:
+                raise error
+            invalid.append(_Invalid(error, card.name))
+            continue
         cards[card.name] = (card, path)
     return cards
 
 
-def list_cards() -> list[ModelCard]:
-    """The packaged cards followed by those in ``$IQA_PLUGIN_REGISTRY`` (read on each call)."""
-    return [card for card, _ in _all_cards().values()]
+#: One-line warnings already given in this process (a bad card is reported once, not on every lookup).
+_WARNED: set[str] = set()
+
+
+class CardWarning(UserWarning):
+    """A model card was skipped because it is invalid (lenient listing, e.g. the pyiqa registration)."""
+
+
+def _warn_skipped(invalid: list[_Invalid]) -> None:
+    for problem in invalid:
+        message = " ".join(line.strip() for line in str(problem.error).splitlines())
+        if message in _WARNED:
+            continue
+        _WARNED.add(message)
+        # warn_explicit with lineno 0: Python prints exactly one line (no source line follows it)
+        warnings.warn_explicit(
+            f"skipped: {message}. Fix: correct or remove the card (`iqa models` shows the error)",
+            CardWarning,
+            filename="iqa_plugin",
+            lineno=0,
+        )
+
+
+def list_cards(*, skip_invalid: bool = False) -> list[ModelCard]:
+    """The packaged cards followed by those in ``$IQA_PLUGIN_REGISTRY`` (read on each call).
+
+    A bad extra card raises :class:`CardError`; with ``skip_invalid`` it is skipped with one
+    :class:`CardWarning` line instead (what the registration into pyiqa does, so ``import pyiqa`` never breaks).
+    """
+    if not skip_invalid:
+        return [card for card, _ in _all_cards().values()]
+    invalid: list[_Invalid] = []
+    cards = [card for card, _ in _all_cards(invalid).values()]
+    _warn_skipped(invalid)
+    return cards
 
 
 def card_path(name: str) -> Path:
@@ -277,9 +346,18 @@ def get_card(name: str) -> ModelCard:
 
 
 def _lookup(name: str) -> tuple[ModelCard, Path]:
-    cards = _all_cards()
+    """A valid card is found even if another extra card is bad; a bad card of this name raises its error."""
+    invalid: list[_Invalid] = []
+    cards = _all_cards(invalid)
+    for problem in invalid:
+        if problem.name == name:
+            raise problem.error
     if name in cards:
+        _warn_skipped(invalid)
         return cards[name]
+    unnamed = [problem.error for problem in invalid if problem.name is None]
+    if unnamed:  # the card asked for may be the one that cannot be read
+        raise unnamed[0]
     close = difflib.get_close_matches(name, list(cards), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownCardError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,36 @@ def test_registry_env_pointing_nowhere_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(tmp_path / "missing"))
     with pytest.raises(CardError, match="IQA_PLUGIN_REGISTRY"):
         list_cards()
+
+
+def test_lenient_listing_skips_an_invalid_card_with_one_warning(tmp_path, monkeypatch):
+    """What the pyiqa registration uses: a bad extra card never hides the others; strict callers still fail."""
+    extra = tmp_path / "extra-cards"
+    bad = _write(extra, "bad.yaml", _card_dict("broken-card", colour="blue"))
+    _write(extra, "unreadable.yaml", "name: [unclosed")
+    _write(extra, "good.yaml", _card_dict("my-metric"))
+    monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(extra))
+    monkeypatch.setattr(cards, "_WARNED", set())
+    with pytest.warns(cards.CardWarning) as record:
+        names = {card.name for card in list_cards(skip_invalid=True)}
+    assert FIVE | {"my-metric"} <= names and "broken-card" not in names
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2 and all("\n" not in m for m in messages)
+    assert any(str(bad) in m and "colour" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once per process, not on every call
+        list_cards(skip_invalid=True)
+        assert get_card("my-metric").name == "my-metric"
+    with pytest.raises(CardError, match="colour"):
+        get_card("broken-card")
+    with pytest.raises(CardError, match="colour"):
+        list_cards()
+
+
+def test_lenient_listing_survives_a_registry_env_pointing_nowhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(tmp_path / "missing"))
+    monkeypatch.setattr(cards, "_WARNED", set())
+    with pytest.warns(cards.CardWarning, match="IQA_PLUGIN_REGISTRY"):
+        assert FIVE <= {card.name for card in list_cards(skip_invalid=True)}
+    with pytest.raises(CardError, match="IQA_PLUGIN_REGISTRY"):
+        get_card("my-metric")

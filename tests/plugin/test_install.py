@@ -14,18 +14,23 @@ from pathlib import Path
 
 import pytest
 
+from iqa_plugin.hub.cards import list_cards
 from iqa_plugin.registration import TAKEN_OVER
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
+#: metric cards only this plugin defines (qualiclip-demo-tiny: its weights ship with the package, no network)
+PLUGIN_ONLY = sorted(c.name for c in list_cards() if c.kind == "metric" and c.name not in TAKEN_OVER)
 
-def _run(python: Path, code: str, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+def _run(python: Path, code: str, cwd: Path, stderr: bool = False, **env_vars: str):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "IQA_PLUGIN_REGISTRY")}
     env["IQA_PLUGIN_OFFLINE"] = "1"
+    env.update(env_vars)
     result = subprocess.run([str(python), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result.stdout
+    return (result.stdout, result.stderr) if stderr else result.stdout
 
 
 FIRST_CALL = """
@@ -41,7 +46,7 @@ print(sys.modules["iqa_plugin"].__file__)
 
 
 def _first_call(python: Path, cwd: Path, name: str, **kwargs) -> list[str]:
-    code = FIRST_CALL.format(names=set(TAKEN_OVER), first=name, kwargs=kwargs)
+    code = FIRST_CALL.format(names={*TAKEN_OVER, *PLUGIN_ONLY}, first=name, kwargs=kwargs)
     return _run(python, code, cwd).split()
 
 
@@ -57,6 +62,43 @@ def test_wheel_first_create_metric_is_the_plugins(wheel_env_python, fabricated, 
 def test_wheel_first_create_metric_for_every_name(wheel_env_python, tmp_path, name):
     module, arch, sha, _ = _first_call(wheel_env_python, tmp_path, name, pretrained=False)
     assert (module, arch, sha) == ("iqa_plugin.inference.contract", "IqaPluginQualiCLIP", "None")
+
+
+def test_plugin_only_names_are_listed():
+    assert "qualiclip-demo-tiny" in PLUGIN_ONLY  # the shipped demo card; the check below must not be empty
+
+
+@pytest.mark.parametrize("name", PLUGIN_ONLY)
+def test_wheel_first_create_metric_for_plugin_only_names(wheel_env_python, tmp_path, name):
+    """A name pyiqa does not know at all is listed and built on the first call, with its shipped weights."""
+    module, arch, sha, _ = _first_call(wheel_env_python, tmp_path, name)
+    assert (module, arch) == ("iqa_plugin.inference.contract", "IqaPluginQualiCLIP")
+    assert len(sha) == 64
+
+
+BAD_CARD_IN_REGISTRY = """
+import pyiqa
+from iqa_plugin.hub.cards import CardError, get_card
+assert "qualiclip" in pyiqa.list_models()
+metric = pyiqa.create_metric("qualiclip", device="cpu", pretrained=False)
+print(type(metric.net.network).__name__)
+try:
+    get_card("broken-card")
+except CardError as exc:
+    print("CardError", "colour" in str(exc))
+"""
+
+
+def test_an_invalid_extra_card_never_breaks_import_pyiqa(wheel_env_python, tmp_path):
+    registry = tmp_path / "cards"
+    registry.mkdir()
+    bad = registry / "bad.yaml"
+    bad.write_text("name: broken-card\nkind: metric\ncolour: blue\n")
+    out, err = _run(wheel_env_python, BAD_CARD_IN_REGISTRY, tmp_path, stderr=True, IQA_PLUGIN_REGISTRY=str(registry))
+    assert out.split() == ["IqaPluginQualiCLIP", "CardError", "True"]  # valid names work; the bad one still errs
+    warned = [line for line in err.splitlines() if str(bad) in line]
+    assert len(warned) == 1 and "CardWarning" in warned[0] and "colour" in warned[0], err
+    assert len(err.strip().splitlines()) == 1, err  # ONE line, not a traceback
 
 
 def test_editable_first_create_metric_is_the_plugins(editable_env_python, fabricated, tmp_path):

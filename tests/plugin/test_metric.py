@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -52,6 +53,26 @@ def test_import_after_pyiqa_created_a_metric_is_silent():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags", [[], ["-W", "error::UserWarning"]], ids=["default", "warnings-as-errors"])
+def test_an_invalid_card_never_breaks_import_pyiqa(tmp_path, flags):
+    """The import hook (armed by the autoload .pth, here by ``import iqa_plugin``) skips a bad card with one
+    warning line; pyiqa and the valid names still work. Even with warnings as errors, import never fails."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken-card\nkind: metric\ncolour: blue\n")
+    code = (
+        "import iqa_plugin, pyiqa\n"
+        "m = pyiqa.create_metric('psnr', device='cpu')\n"
+        + ("m = pyiqa.create_metric('qualiclip', device='cpu', pretrained=False)\n" if not flags else "")
+        + "print('ok')\n"
+    )
+    env = {**os.environ, "IQA_PLUGIN_REGISTRY": str(tmp_path), "IQA_PLUGIN_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "colour" in lines[0], result.stderr[-2000:]
 
 
 def test_entry_point_target_is_register():

@@ -60,3 +60,45 @@ def test_installed_wheel_lists_models(wheel, tmp_path):
     assert "_registry" in lines[1]
     for name in ("qualiclip", "qualiclip+-spaq"):
         assert any(line.split()[:1] == [name] for line in lines), result.stdout
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_a_user_install_declares_what_the_demo_and_cli_import():
+    """`iqa score --demo` / `iqa eval --synthetic` read sample photos (iqa_plugin.testing.real_photo_paths):
+    `.[all]` must bring them without the test extra; tqdm and typing_extensions are imported by the package."""
+    project = _pyproject()["project"]
+    assert {"tqdm", "typing-extensions"} <= _requirement_names(project["dependencies"])
+    extras = project["optional-dependencies"]
+    (all_extras,) = extras["all"]
+    in_all = set(all_extras.split("[", 1)[1].rstrip("]").split(","))
+    user_packages = set().union(*(_requirement_names(extras[name]) for name in in_all))
+    assert {"scikit-image", "scikit-learn", "matplotlib"} <= user_packages
+
+
+def test_no_module_needs_python_3_11_typing():
+    """requires-python is >=3.10: typing.Self (3.11+) comes from typing_extensions."""
+    import ast
+
+    assert _pyproject()["project"]["requires-python"] == ">=3.10"
+    offenders = []
+    for path in [*(ROOT / "iqa_plugin").rglob("*.py"), *(ROOT / "ray_jobs").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "typing":
+                offenders += [f"{path}: typing.{a.name}" for a in node.names if a.name in {"Self", "LiteralString",
+                                                                                           "Never", "assert_never",
+                                                                                           "reveal_type", "Required",
+                                                                                           "NotRequired"}]
+            if isinstance(node, ast.Attribute) and node.attr == "Self" and getattr(node.value, "id", "") == "typing":
+                offenders.append(f"{path}: typing.Self")
+    assert not offenders, offenders
