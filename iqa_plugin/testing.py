@@ -135,15 +135,19 @@ def fabricate_tiny_checkpoint(path: str | Path, seed: int = 0, width: int = 4) -
 
 def fabricated_weights_options(card_name: str, root: str | Path) -> dict[str, str]:
     """Keyword options that point the plugin metric ``card_name`` at fabricated files under ``root``
-    (written once, reused): ``pretrained_model_path`` and, for QualiCLIP+, ``base_model_path``.
+    (written once, reused): ``pretrained_model_path`` and, for QualiCLIP+, ``base_model_path``; nothing
+    for a card whose weights ship with the package (they are real and need no network).
 
     Raises:
         ValueError: no fabricator is known for the card's arch.
     """
-    from iqa_plugin.hub.cards import get_card
+    from iqa_plugin.hub.cards import card_path, get_card
 
     card = get_card(card_name)
     root = Path(root)
+    shipped = [url for url in card.weights["model"].urls if "://" not in url]
+    if shipped and all((card_path(card_name).parent / url).is_file() for url in shipped):
+        return {}  # weights that ship with the package (a demo model we trained): the real file is used
     if card.arch != "IqaPluginQualiCLIP":
         raise ValueError(f"no fabricated weights for arch {card.arch!r} of card {card_name!r}; add one in iqa_plugin.testing")
     base = root / "QualiCLIP.pth"
