@@ -32,12 +32,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
 from typing_extensions import Self  # typing.Self is 3.11+; requires-python is >=3.10
 
+# The one default pixel limit of every job (decompression-bomb guard) is the decoder's own, from a plugin
+# module that imports neither torch nor pyiqa, so the drivers stay light.
+from iqa_plugin.data.image_checks import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
 from ray_jobs.errors import UserError
-
-#: The one default pixel limit of every job (decompression-bomb guard). Equal to
-#: ``iqa_plugin.data.images.DEFAULT_MAX_PIXELS`` (a test keeps them equal); stated here because that
-#: module imports torch and the drivers must stay light.
-DEFAULT_MAX_PIXELS = 89_478_485
 
 _SCALARS = (str, int, float)
 
