@@ -39,7 +39,6 @@ import datetime as dt
 import hashlib
 import json
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -50,6 +49,7 @@ import pyarrow as pa
 from ray_jobs.cli import job_main
 from ray_jobs.io import chunked, meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
+from ray_jobs.progress import progress_lines
 from ray_jobs.runtime import StorageSettings, check_fits, ensure_ray, redact
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.output import (
@@ -103,7 +103,8 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def _use_gpu(config: ScoreJobConfig) -> bool:
+def use_gpu(config: Any) -> bool:
+    """Whether the actors of ``config`` (``device``, ``gpus_per_actor``) take GPUs of the cluster."""
     import ray
 
     if config.device == "cpu":
@@ -132,18 +133,18 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
 
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
 
-    use_gpu = _use_gpu(config)
-    device = "cuda" if use_gpu else "cpu"
+    gpus = use_gpu(config)
+    device = "cuda" if gpus else "cpu"
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.progress_bars
     context.print_on_execution_start = False
     actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
-    if use_gpu:
+    if gpus:
         actor_args["num_gpus"] = config.gpus_per_actor
     if config.actor_resources:
         actor_args["resources"] = dict(config.actor_resources)
     check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor={
-        "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if use_gpu else {}),
+        "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if gpus else {}),
         **config.actor_resources})
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
@@ -162,23 +163,15 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
     started = time.monotonic()
     counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
                               "first": None, "n_errors": 0}
-    stop = threading.Event()
 
-    def report_progress() -> None:
-        while not stop.wait(config.progress_interval_s):
-            elapsed = time.monotonic() - started
-            rows = counts["rows"]
-            state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
-            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+    def describe_progress(elapsed: float) -> str:
+        rows = counts["rows"]
+        state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
+        return (f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
                 f"{elapsed:.0f} s, {state}")
 
-    reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
-    reporter.start()
-    try:
+    with progress_lines(describe_progress, config.progress_interval_s, log):
         _consume(ds, counts)
-    finally:
-        stop.set()
-        reporter.join()
     end = time.monotonic()
     counts["elapsed_s"] = end - started
     first = counts.pop("first")
@@ -280,7 +273,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             with ensure_ray(min_cpus=needed, log=log):
                 counts = execute_blocks(config, blocks, n_pending, log, scorer_cls)
         del blocks
-        rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        rows, scored, errors = verify_output(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
         elapsed = time.monotonic() - t0
         record = {
             "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
@@ -311,7 +304,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     return record
 
 
-def _verify(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
+def verify_output(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
     """Check that ``out`` holds every target input exactly once and no row of an input outside the
     listing; return (rows of targets, scored, errors by reason)."""
     from ray_jobs.io import iter_part_columns
