@@ -121,6 +121,22 @@ def score_cli_with_faults(argv: list[str], **faults: Any) -> int:
     return job_main("score", argv)
 
 
+def upscale_cli_with_faults(argv: list[str], *, sleep_per_block_s: float) -> int:
+    """``python -m ray_jobs.upscale ARGV`` (the same wrapper and exit codes) with an upscaler that sleeps
+    ``sleep_per_block_s`` before each block (slows a job so a test can interrupt it)."""
+    from ray_jobs.cli import job_main
+    from ray_jobs.upscale import job
+    from ray_jobs.upscale.stages import BlockUpscaler
+
+    class SlowBlockUpscaler(BlockUpscaler):
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            time.sleep(sleep_per_block_s)
+            return super().__call__(batch)
+
+    job.run = lambda config: job.run_job(config, upscaler_cls=SlowBlockUpscaler) and 0
+    return job_main("upscale", argv)
+
+
 def write_images(folder: Path, images: dict[str, bytes]) -> list[str]:
     """Write ``{relative name: bytes}`` under ``folder``; return the names sorted."""
     for name, data in images.items():

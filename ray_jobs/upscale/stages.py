@@ -57,7 +57,7 @@ def output_name(id_: str, suffix: str) -> str:
     file systems refuse) is made one and gets 8 hex digits of its sha256, which keeps names unique:
     ``s3://b/x.jpg`` -> ``s3/b/x.jpg-1a2b3c4d.png``.
     """
-    parts = [_UNSAFE.sub("_", part) for part in id_.split("/") if part not in ("", ".")]
+    parts = [_UNSAFE.sub("_", part) for part in id_.replace("://", "/", 1).split("/") if part not in ("", ".")]
     parts = ["_" + part if part.startswith(".") else part for part in parts] or ["_"]
     safe = "/".join(parts)
     if safe != id_:
@@ -98,9 +98,10 @@ class BlockUpscaler:
         from iqa_plugin.data.tensors import array_to_tensor
 
         try:
-            x = array_to_tensor(array).unsqueeze(0).to(self.model.device)
-            sr = self.model.upscale_batch(x)[0]
-            return sr.mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+            with torch.inference_mode():  # the in-place ops below act on the model's inference tensor
+                x = array_to_tensor(array).unsqueeze(0).to(self.model.device)
+                sr = self.model.upscale_batch(x)[0]
+                return sr.mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
         except Exception:  # out of memory or a model failure on this image: a row, not a crash
             if self.model.device.type == "cuda":
                 torch.cuda.empty_cache()
