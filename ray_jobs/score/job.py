@@ -49,8 +49,8 @@ import pyarrow as pa
 from ray_jobs.cli import job_main
 from ray_jobs.io import chunked, meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
-from ray_jobs.progress import progress_lines
-from ray_jobs.runtime import StorageSettings, check_fits, ensure_ray, redact
+from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
+from ray_jobs.runtime import StorageSettings, ensure_ray, redact
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.output import (
     check_identity,
@@ -64,7 +64,7 @@ from ray_jobs.score.output import (
     scan_output,
     write_identity,
 )
-from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.sources import Listing, check_destination, check_not_source, list_source
 from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
@@ -103,18 +103,6 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def use_gpu(config: Any) -> bool:
-    """Whether the actors of ``config`` (``device``, ``gpus_per_actor``) take GPUs of the cluster."""
-    import ray
-
-    if config.device == "cpu":
-        return False
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if config.device == "cuda" and gpus <= 0:
-        raise SourceError("--device cuda: the Ray cluster has no GPU; use --device auto or cpu")
-    return gpus > 0 and config.gpus_per_actor > 0
-
-
 def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
     """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
     return {
@@ -129,35 +117,14 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
 def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
              scorer_cls: type | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
-    import ray
+    from ray_jobs.score.stages import BlockScorer, write_blocks
 
-    from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
-
-    gpus = use_gpu(config)
-    device = "cuda" if gpus else "cpu"
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = config.progress_bars
-    context.print_on_execution_start = False
-    actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
-    if gpus:
-        actor_args["num_gpus"] = config.gpus_per_actor
-    if config.actor_resources:
-        actor_args["resources"] = dict(config.actor_resources)
-    check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor={
-        "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if gpus else {}),
-        **config.actor_resources})
+    device, actor_args = prepare_actor_pool(config)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
-    ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
-    ds = ds.map_batches(
-        # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20, fn_kwargs=arguments["decode"])
-    ds = ds.map_batches(
-        scorer_cls or BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=arguments["scorer"],
-        **actor_args)
+    ds = decode_then_actors(config, blocks, arguments["decode"], scorer_cls or BlockScorer, arguments["scorer"],
+                            actor_args)
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs=arguments["write"])
     started = time.monotonic()

@@ -49,9 +49,9 @@ import pyarrow as pa
 from ray_jobs.cli import job_main
 from ray_jobs.io import meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
-from ray_jobs.progress import progress_lines
-from ray_jobs.runtime import StorageSettings, check_fits, ensure_ray, filesystem_for, join_uri, redact
-from ray_jobs.score.job import plan_blocks, use_gpu, verify_output
+from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
+from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for, join_uri, redact
+from ray_jobs.score.job import plan_blocks, verify_output
 from ray_jobs.score.output import check_identity, describe, drop_all, reconcile, scan_output, write_identity
 from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
 from ray_jobs.upscale.config import UpscaleJobConfig
@@ -124,35 +124,14 @@ def stage_arguments(config: UpscaleJobConfig, card: Any, device: str,
 def execute_blocks(config: UpscaleJobConfig, card: Any, blocks: list[pa.Table], n_pending: int, log: Log,
                    upscaler_cls: type | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return the counts of this run."""
-    import ray
-
-    from ray_jobs.score.stages import fetch_and_decode_blocks
     from ray_jobs.upscale.stages import BlockUpscaler, write_upscaled_blocks
 
-    gpus = use_gpu(config)
-    device = "cuda" if gpus else "cpu"
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = config.progress_bars
-    context.print_on_execution_start = False
-    per_actor = {"CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if gpus else {}),
-                 **config.actor_resources}
-    check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor=per_actor)
+    device, actor_args = prepare_actor_pool(config)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) ({config.model}, tile "
         f"{config.tile or 'off'}, precision {config.precision}) -> {config.format.upper()} images + index per block")
     arguments = stage_arguments(config, card, device, StorageSettings.from_env())
-    actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
-    if gpus:
-        actor_args["num_gpus"] = config.gpus_per_actor
-    if config.actor_resources:
-        actor_args["resources"] = dict(config.actor_resources)
-    ds: Any = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(  # the memory reservation keeps Ray Data from fusing decoding into the actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20, fn_kwargs=arguments["decode"])
-    ds = ds.map_batches(
-        upscaler_cls or BlockUpscaler, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=arguments["upscaler"],
-        **actor_args)
+    ds = decode_then_actors(config, blocks, arguments["decode"], upscaler_cls or BlockUpscaler,
+                            arguments["upscaler"], actor_args)
     ds = ds.map_batches(write_upscaled_blocks, batch_size=1, batch_format="pyarrow",
                         num_cpus=config.cpus_per_write_task, fn_kwargs=arguments["write"])
     counts: dict[str, Any] = {"rows": 0, "upscaled": 0, "n_errors": 0, "out_pixels": 0}
