@@ -103,6 +103,32 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
+def list_for_run(config: Any, log: Log) -> Listing:
+    """The listing of ``config.src`` without ``config.out`` (refused when it is SRC itself), logged."""
+    check_not_source(config.src, config.out)
+    listing = list_source(config.src, exclude=config.out)
+    excluded = listing.excluded_text()
+    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
+    return listing
+
+
+def plan_run(inputs: pa.Table, kept: set[str], config: Any, log: Log) -> tuple[set[str], int, int, list[pa.Table]]:
+    """What a run must do: the first ``config.limit`` inputs (all without a limit) less the ``kept`` ids
+    already in ``config.out``, cut into ``config.block_size`` blocks; logs the resume line.
+
+    Returns:
+        ``(target ids, number of targets, number pending, blocks)``.
+    """
+    targets = inputs if config.limit is None else inputs.slice(0, config.limit)
+    target_ids = set(targets.column("id").to_pylist())
+    done = kept & target_ids
+    n_pending = targets.num_rows - len(done)
+    if done:
+        log(f"resume: {len(done)} of {targets.num_rows} inputs already in {config.out}; processing the {n_pending} "
+            "missing")
+    return target_ids, targets.num_rows, n_pending, plan_blocks(targets, done, config.block_size)
+
+
 def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
     """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
     return {
@@ -214,24 +240,13 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    check_not_source(config.src, config.out)
-    listing = list_source(config.src, exclude=config.out)
+    listing = list_for_run(config, log)
     excluded = listing.excluded_text()
-    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
     sha = check_weights(config, log)
     check_destination(config.out, config.src)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
         kept, dropped = _prepare_output(config, listing, sha, log)
-        targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
-        target_ids = set(targets.column("id").to_pylist())
-        done = kept & target_ids
-        n_inputs = targets.num_rows
-        blocks = plan_blocks(targets, done, config.block_size)
-        n_pending = n_inputs - len(done)
-        if done:
-            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
-                "missing")
-        del targets, done
+        target_ids, n_inputs, n_pending, blocks = plan_run(listing.inputs, kept, config, log)
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
         if blocks:
             log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")

@@ -51,9 +51,9 @@ from ray_jobs.io import meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
 from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
 from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for, join_uri, redact
-from ray_jobs.score.job import plan_blocks, verify_output
+from ray_jobs.score.job import list_for_run, plan_run, verify_output
 from ray_jobs.score.output import check_identity, describe, drop_all, reconcile, scan_output, write_identity
-from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.sources import Listing, SourceError, check_destination
 from ray_jobs.upscale.config import UpscaleJobConfig
 from ray_jobs.upscale.stages import IMAGES_DIR, INDEX_DIR, output_name
 
@@ -199,25 +199,15 @@ def run_job(config: UpscaleJobConfig, *, log: Log = _log, upscaler_cls: type | N
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    check_not_source(config.src, config.out)
-    listing = list_source(config.src, exclude=config.out)
+    listing = list_for_run(config, log)
     excluded = listing.excluded_text()
-    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
     card, sha, scale = check_model(config, log)
     check_destination(config.out, config.src)
     index = join_uri(config.out, INDEX_DIR)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
         wanted = identity_of(config, sha, scale)
         kept, dropped = _prepare_output(config, listing, wanted, log)
-        targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
-        target_ids = set(targets.column("id").to_pylist())
-        done = kept & target_ids
-        n_inputs = targets.num_rows
-        blocks = plan_blocks(targets, done, config.block_size)
-        n_pending = n_inputs - len(done)
-        if done:
-            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
-                "missing")
+        target_ids, n_inputs, n_pending, blocks = plan_run(listing.inputs, kept, config, log)
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0}
         if blocks:
             log(f"upscaling {n_pending} inputs from {config.src} x{scale} in {len(blocks)} blocks of up to "
