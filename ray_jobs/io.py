@@ -152,12 +152,13 @@ def summarize_parts(dst: str) -> tuple[int, int, dict[str, int]]:
 
 def put_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) -> str:
     """Write ``data`` to ``uri`` (any fsspec URI) whole or not at all, creating local folders; return the
-    URI a worker can open again. Local: a temporary file beside it, renamed; object store: one PUT."""
+    URI a worker can open again. Local: a temporary dot-file beside it (listings skip those, should a
+    killed writer leave one), renamed; object store: one PUT."""
     fs, path = filesystem_for(uri, settings)
-    parent = path.rsplit("/", 1)[0]
+    parent, _, name = path.rpartition("/")
     if protocol_of(uri) == "file" and parent:
         fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
