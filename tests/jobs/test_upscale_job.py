@@ -151,6 +151,7 @@ def test_folder_in_images_out_at_scale_with_error_rows(tmp_path, ray_local, sr_c
         "empty": 1, "not_an_image": 1, "too_many_pixels": 1, "truncated": 1}
     assert record["weights_sha256"] == sha256_file(sr_card["weights"]) and record["scale"] == 4
     assert any(line.startswith(f"done: {len(ids)} inputs -> {len(ids)} index rows") for line in logs), logs
+    assert any(re.match(rf"progress: \d+/{len(ids)} done \(\d+ upscaled, \d+ errors\)", line) for line in logs), logs
     assert json.loads((out / "_iqa" / "job.json").read_text())["n_upscaled"] == 7
 
     with pytest.raises(ValueError, match=r"another run identity \(tile 32 -> 64\): give a new --out, or add --redo"):
