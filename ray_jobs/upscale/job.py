@@ -70,10 +70,9 @@ def _log(message: str) -> None:
 
 def identity_of(config: UpscaleJobConfig, weights_sha256: str, scale: int) -> dict[str, Any]:
     """The run identity of ``config`` with its weights and the scale they upscale by."""
-    return {"source": config.src.rstrip("/"), "model": config.model, "weights_sha256": weights_sha256,
-            "scale": scale, "tile": config.tile, "tile_overlap": config.tile_overlap, "precision": config.precision,
-            "format": config.format, "quality": None if config.format == "png" else config.quality,
-            "min_side": config.min_side, "max_pixels": config.max_pixels}
+    values = {"source": config.src.rstrip("/"), "model": config.model, "weights_sha256": weights_sha256,
+              "scale": scale, "quality": None if config.format == "png" else config.quality}
+    return {name: values[name] if name in values else getattr(config, name) for name in IDENTITY_FIELDS}
 
 
 def check_model(config: UpscaleJobConfig, log: Log) -> tuple[Any, str, int]:

@@ -159,6 +159,11 @@ def test_folder_in_images_out_at_scale_with_error_rows(tmp_path, ray_local, sr_c
     again: list[str] = []
     run_job(_config(tmp_path / "src", out, max_pixels=200 * 200), log=again.append)
     assert any("nothing to do" in line for line in again), again
+    (tmp_path / "src" / "good" / "0001.jpg").unlink()  # an input leaves the source: its row and image go
+    record = run_job(_config(tmp_path / "src", out, max_pixels=200 * 200), log=lambda line: None)
+    assert record["dropped"] == {"left_source": 1} and record["n_upscaled"] == 6
+    assert "good/0001.jpg" not in read_index(str(out)).column("id").to_pylist()
+    assert not (out / "images" / "good" / "0001.jpg.png").exists() and (out / "images" / "good" / "0002.jpg.png").exists()
 
 
 @pytest.mark.slow
