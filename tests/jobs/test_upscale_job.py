@@ -213,7 +213,7 @@ def test_driver_killed_then_rerun_upscales_each_missing_input_once(tmp_path, ray
 
 
 @pytest.mark.slow
-def test_s3_source_and_destination(s3, ray_local, sr_card, photos):
+def test_s3_manifest_source_and_s3_destination(s3, ray_local, sr_card, photos):
     from ray_jobs.upscale.job import run_job
 
     s3.mkdir("lowres")
@@ -221,13 +221,23 @@ def test_s3_source_and_destination(s3, ray_local, sr_card, photos):
     images = good_images(photos, 6)
     for name, data in images.items():
         s3.pipe(f"lowres/in/{name}", data)
-    s3.pipe("lowres/in/broken.jpg", b"\xff\xd8\xff" + b"0" * 50)
-    record = run_job(_config("s3://lowres/in/", "s3://results/x4/", format="webp", quality=90), log=lambda line: None)
+    jpeg = images["good/0000.jpg"]
+    s3.pipe("lowres/in/broken.jpg", jpeg[: len(jpeg) // 2])
+    # ids are the URIs as written: relative ones resolve against the manifest's folder, absolute ones are
+    # URIs, whose output names are cleaned and made unique with a hash
+    uris = [f"in/{name}" if i % 2 else f"s3://lowres/in/{name}" for i, name in enumerate(sorted(images))]
+    uris += ["in/broken.jpg", "s3://lowres/in/gone.jpg"]
+    s3.pipe("lowres/list.jsonl", "".join(json.dumps({"uri": uri}) + "\n" for uri in uris).encode())
+    record = run_job(_config("s3://lowres/list.jsonl", "s3://results/x4/", format="webp", quality=90),
+                     log=lambda line: None)
     rows = {row["id"]: row for row in read_index("s3://results/x4/").to_pylist()}
-    assert sorted(rows) == sorted([*images, "broken.jpg"]) and rows["broken.jpg"]["error"] is not None
-    for name in images:
-        assert rows[name]["output"] == f"s3://results/x4/images/{name}.webp"
-        with s3.open(f"results/x4/images/{name}.webp", "rb") as handle:
+    assert sorted(rows) == sorted(uris)  # every input once
+    assert (rows["in/broken.jpg"]["error"], rows["s3://lowres/in/gone.jpg"]["error"]) == ("truncated", "missing")
+    for uri in uris[:6]:
+        assert rows[uri]["error"] is None
+        assert rows[uri]["output"] == f"s3://results/x4/images/{output_name(uri, 'webp')}"
+        with s3.open(rows[uri]["output"], "rb") as handle:
             assert Image.open(handle).size == (384, 256)
+    assert rows[uris[1]]["output"].endswith(".jpg.webp") and re.search(r"-[0-9a-f]{8}\.webp$", rows[uris[0]]["output"])
     assert record["n_upscaled"] == 6 and s3.exists("results/x4/_iqa/job.json")
     assert not s3.exists("results/x4/_iqa/lock.json")  # released
