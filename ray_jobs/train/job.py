@@ -28,17 +28,31 @@ from ray_jobs.train.config import TrainJobConfig
 
 CONFIG = TrainJobConfig
 _STEP_DIR = re.compile(r"step_(\d{8})$")
+#: Ray Train's run snapshot (ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
 
 def latest_checkpoint_step(out: str, run_name: str) -> int | None:
-    """The step of the newest checkpoint of run ``run_name`` under ``out`` (None when there is none)."""
+    """The step of the checkpoint Ray Train will restore run ``run_name`` under ``out`` from (None: none).
+
+    That is the latest checkpoint Ray Train *recorded* in its run snapshot
+    (``checkpoint_manager_snapshot.json``), not the newest ``step_<n>`` folder: a driver killed while a
+    checkpoint was being written or reported can leave a folder that was never recorded, and the rerun
+    restores the recorded one before it.
+    """
+    import json
+
     from ray_jobs.runtime import filesystem_for, join_uri
 
-    fs, root = filesystem_for(join_uri(out, run_name))
-    if not fs.exists(root):
+    fs, path = filesystem_for(join_uri(out, run_name, SNAPSHOT_FILE))
+    if not fs.exists(path):
         return None
-    steps = [int(m.group(1)) for p in fs.ls(root, detail=False) if (m := _STEP_DIR.search(p.rstrip("/")))]
-    return max(steps) if steps else None
+    try:
+        latest = json.loads(fs.cat_file(path)).get("latest_checkpoint_result")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # unreadable snapshot: Ray Train itself will say so when it starts
+    match = _STEP_DIR.search(str((latest or {}).get("checkpoint_dir_name", "")))
+    return int(match.group(1)) if match else None
 
 
 def finished_card(config: TrainJobConfig) -> str | None:
