@@ -369,7 +369,7 @@ def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str
 def _log_demo_ranking(out: str) -> None:
     """For a demo folder: how often each photo scored above its own degraded copies."""
     from ray_jobs.io import iter_part_columns
-    from ray_jobs.score.demo import pair_ranking
+    from ray_jobs.score.demo import pair_ranking, ranking_sentence
 
     scores: dict[str, float] = {}
     for table in iter_part_columns(out, ["id", "score"]):
@@ -378,7 +378,7 @@ def _log_demo_ranking(out: str) -> None:
                 scores[id_] = score
     wins, pairs = pair_ranking(scores)
     if pairs:
-        _log(f"demo: each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})")
+        _log(f"demo: {ranking_sentence(wins, pairs)}")
 
 
 def run(config: ScoreJobConfig) -> int:
