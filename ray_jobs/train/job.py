@@ -129,6 +129,23 @@ def _check_shards(config: TrainJobConfig) -> None:
         raise UserError(f"--shards {config.shards}: {error}") from None
 
 
+def _check_init(config: TrainJobConfig, spec: Any) -> None:
+    """Resolve the recipe's initial weights (``recipe.init``: a card such as ``clip_rn50_openai``, a file or
+    a URL) in the driver before Ray starts: downloaded and verified once here, and missing or offline
+    weights fail at once in one line (URL, expected path, ``IQA_PLUGIN_CACHE``) instead of in every worker."""
+    init = getattr(spec.config_class.model_validate(config.recipe), "init", None)
+    if not isinstance(init, str) or init == "random":
+        return
+    from iqa_plugin.hub.clip_checkpoint import clip_weights_path
+    from iqa_plugin.hub.weights import WeightsError
+
+    try:
+        clip_weights_path(init)
+    except (WeightsError, ValueError, KeyError, FileNotFoundError) as error:
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(f"recipe.init {init}: {detail}") from None
+
+
 def _dataset(config: TrainJobConfig, spec: Any) -> Any:
     from ray_jobs.shards.data import shards_dataset
 
@@ -167,6 +184,7 @@ def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None
               "(use another --out or --run-name to train again).")  # fmt: skip
         return None
     spec = recipe_spec(config.recipe_name)
+    _check_init(config, spec)
     _check_shards(config)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None

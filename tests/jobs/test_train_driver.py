@@ -1,5 +1,6 @@
-"""Which step a rerun of a killed training resumes from: the checkpoint Ray Train recorded in its run
-snapshot, not the newest ``step_<n>`` folder in storage (Ray-free, on local disk and the moto S3 server)."""
+"""The training driver's own decisions, before and without Ray: which step a rerun of a killed training
+resumes from (the checkpoint Ray Train recorded in its run snapshot, not the newest ``step_<n>`` folder;
+on local disk and the moto S3 server), and initial weights that cannot be had failing in one line."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def test_folders_without_a_recorded_checkpoint_resume_from_nothing(tmp_path):
     assert latest_checkpoint_step(str(tmp_path / "b"), "run") is None
     _write_run(fs, str(tmp_path / "c"), [], "{not json")
     assert latest_checkpoint_step(str(tmp_path / "c"), "run") is None
+
+
+def test_initial_weights_offline_fail_in_one_line_before_ray(tmp_path, monkeypatch, capsys):
+    from ray_jobs.cli import main
+
+    monkeypatch.setenv("IQA_PLUGIN_OFFLINE", "1")
+    run = tmp_path / "run.yaml"
+    run.write_text("recipe:\n  arch: rn50\n  init: clip_rn50_openai\n")
+    code = main(["train", "qualiclip", "--shards", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "recipe.init clip_rn50_openai: Offline" in err
+    assert "https://openaipublic.azureedge.net/clip/models/afeb0e10" in err and "/RN50.pt" in err, err
+    assert str(tmp_path / "weights-cache" / "afeb0e10") in err and "IQA_PLUGIN_CACHE" in err, err
+    assert not (tmp_path / "o").exists()
