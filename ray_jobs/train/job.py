@@ -215,15 +215,10 @@ def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:
         print(f"iqa train: the run ended at step {metrics.get('step')} without an export", file=sys.stderr)
         return 1
     if config.register_to:
-        from pathlib import Path
+        from iqa_plugin.hub.user_registry import add_card
 
-        from ray_jobs.runtime import filesystem_for
-
-        fs, path = filesystem_for(card)
-        target = Path(config.register_to).expanduser() / f"{config.card_name()}.yaml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(fs.cat_file(path))
-        print(f"iqa train: card registered as {target} (serve it with IQA_PLUGIN_REGISTRY={target.parent})")
+        added = add_card(card, config.register_to, force=True)  # this run's export replaces an older one
+        print(f"iqa train: card registered as {added.card} (serve it with IQA_PLUGIN_REGISTRY={added.card.parent})")
     srcc = metrics.get("val_srcc")
     figures = f", held-out SRCC(score, level) {srcc:.3f}" if isinstance(srcc, float) else ""
     print(f"iqa train: done: {metrics.get('step')} steps{figures}; model card {card} "
