@@ -68,8 +68,8 @@ class _Unpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch" and name in _DTYPES:
             return _DTYPES[name]
-        if module == "torch.jit._pickle" and name.startswith("build_"):
-            return _identity  # typed lists of TorchScript attributes: build_intlist(list) -> list
+        if module == "torch.jit._pickle" and (name.startswith("build_") or name == "restore_type_tag"):
+            return _identity  # typed TorchScript containers: build_intlist(list) -> list, restore_type_tag(x, t) -> x
         raise TorchScriptError(f"refusing to unpickle {module}.{name} (only tensors and plain containers are read)")
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
@@ -110,7 +110,7 @@ def _state_names(archive: zipfile.ZipFile, root: str) -> dict[str, set[str]]:
                 if isinstance(statement, ast.Assign) and any(
                     isinstance(t, ast.Name) and t.id in ("__parameters__", "__buffers__") for t in statement.targets
                 ) and isinstance(statement.value, (ast.List, ast.Tuple)):
-                    found |= {e.value for e in statement.value.elts if isinstance(e, ast.Constant)}
+                    found |= {str(e.value) for e in statement.value.elts if isinstance(e, ast.Constant)}
             names[f"{module}.{node.name}"] = found
     return names
 
