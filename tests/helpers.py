@@ -18,6 +18,7 @@ import os
 import posixpath
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,18 @@ def score_cli_with_faults(argv: list[str], **faults: Any) -> int:
     scorer_cls = faulty_scorer(**faults)
     job.run = lambda config: job.run_job(config, scorer_cls=scorer_cls) and 0
     return job_main("score", argv)
+
+
+def wds_tar(members: list[tuple[str, bytes]]) -> bytes:
+    """A WebDataset shard in the standard layout (``<key>.<ext>`` members, a sample's members adjacent),
+    written by Python's own ``tarfile`` as the webdataset writers do."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def write_images(folder: Path, images: dict[str, bytes]) -> list[str]:

@@ -58,9 +58,9 @@ def is_shard_pattern(src: str) -> bool:
 
 
 def split_key(name: str) -> tuple[str | None, str | None]:
-    """``("dir/000123", "jpg")`` for ``dir/000123.jpg``; ``(None, None)`` for a name without extension."""
+    """``("dir/000123", "JPG")`` for ``dir/000123.JPG``; ``(None, None)`` for a name without extension."""
     match = _KEY.match(name)
-    return (match.group(1), match.group(2).lower()) if match else (None, None)
+    return (match.group(1), match.group(2)) if match else (None, None)
 
 
 def list_shards(src: str, *, exclude: str | None = None) -> Listing:
@@ -121,9 +121,10 @@ class Sample:
         """``(image bytes, None)`` or ``(None, reason)``."""
         if self.reason is not None:
             return None, self.reason
+        by_ext = {ext.lower(): data for ext, data in self.members.items()}
         for ext in ([extension.lower().lstrip(".")] if extension else IMAGE_EXTENSIONS):
-            if ext in self.members:
-                return self.members[ext], None
+            if ext in by_ext:
+                return by_ext[ext], None
         return None, NO_IMAGE
 
 
