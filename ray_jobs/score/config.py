@@ -39,7 +39,7 @@ class ScoreJobConfig(JobConfig):
     out: str = Field(description="destination folder or prefix: part-*.parquet, and _iqa/ (run record, "
                                  "identity, report)")
     source_format: Literal["auto", "files", "hf", "webdataset"] = Field(
-        default="auto", description="how to read SRC. auto: 'hf://datasets/<name>' or a save_to_disk folder is a "
+        default="auto", description="how to read SRC. auto: 'hf:<owner>/<name>' or a save_to_disk folder is a "
         "Hugging Face dataset, a .tar brace pattern (shards-{0000..0099}.tar) or a prefix holding only .tar files "
         "is WebDataset, anything else single files; 'hf' on a plain folder loads it with datasets' imagefolder "
         "(ray_jobs.score.source_kinds)")
@@ -103,7 +103,8 @@ class ScoreJobConfig(JobConfig):
             raise ValueError("expected a non-empty path or URI")
         value = value.strip()
         # workers run in other directories (and on other nodes): local paths must be absolute
-        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+        remote = "://" in value or value.startswith("hf:")  # hf:<owner>/<name>: a dataset on the hub
+        return value if remote else os.path.abspath(os.path.expanduser(value))
 
     @property
     def short_side(self) -> int | None:

@@ -1,7 +1,9 @@
 """``iqa score`` / ``python -m ray_jobs.score``: score an image collection with Ray Data.
 
 Listing or manifest -> job blocks (assigned here, before execution) -> fetch + decode (CPU tasks) ->
-scoring actors (GPU, or CPU without one) -> one Parquet part per block. Without ``$RAY_ADDRESS`` a local
+scoring actors (GPU, or CPU without one) -> one Parquet part per block. Sources: single files, Hugging
+Face datasets and WebDataset shards (:mod:`ray_jobs.score.source_kinds`; for shards the unit of listing,
+retry and resume is the shard: :mod:`ray_jobs.score.job_wds`). Without ``$RAY_ADDRESS`` a local
 Ray is started; with it the job joins that cluster (``ray job submit -- python -m ray_jobs.score ...``).
 
 Output (``DST/part-<block key>.parquet``, every input exactly once):
@@ -9,7 +11,8 @@ Output (``DST/part-<block key>.parquet``, every input exactly once):
 ==================  =========  =================================================================
 column              type       meaning
 ==================  =========  =================================================================
-``id``              string     input id: path relative to SRC, or the manifest's ``id`` (or URI)
+``id``              string     input id: path relative to SRC, the manifest's ``id`` (or URI), a dataset row's
+                               id, or ``<tar name>/<key>`` of a WebDataset sample
 ``uri``             string     where the bytes were read from
 ``bytes``           int64      object size; null when it could not be read
 ``width``           int32      decoded width after EXIF rotation, before any resize; null on error

@@ -1,7 +1,7 @@
 """Which kind of source a score job reads, and its listing: single files, a Hugging Face dataset or
 WebDataset shards.
 
-``source_format: auto`` decides from SRC alone: ``hf://datasets/<name>`` or a folder holding a
+``source_format: auto`` decides from SRC alone: ``hf:<owner>/<name>`` or a folder holding a
 ``save_to_disk`` dataset is ``hf``; a ``.tar`` brace pattern or file is ``webdataset``; a folder or prefix
 whose every input is a ``.tar`` file is ``webdataset`` too; anything else is ``files``. An image folder is
 read with datasets' ``imagefolder`` builder only when asked (``source_format: hf``): as plain files it

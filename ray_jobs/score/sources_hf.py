@@ -1,8 +1,8 @@
 """Hugging Face datasets as a score job's source: a dataset on the hub, a ``save_to_disk`` folder, or a
 local ``imagefolder``, read with the ``datasets`` package (never a hand-written reader).
 
-SRC forms: ``hf://datasets/<user>/<name>`` (the hub, where the network allows; its local cache when
-``HF_HUB_OFFLINE=1``), a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (local
+SRC forms: ``hf:<owner>/<name>`` (the hub, as ``iqa eval`` writes it; ``hf://datasets/<owner>/<name>``
+works too; where the network allows, its local cache when ``HF_HUB_OFFLINE=1``), a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (local
 or ``s3://``, found by its ``state.json`` / ``dataset_dict.json``), or any image folder with
 ``--source-format hf`` (datasets' ``imagefolder`` builder: class sub-folders become a label column,
 a ``metadata.jsonl`` / ``metadata.csv`` adds columns).
@@ -28,7 +28,8 @@ from ray_jobs.errors import UserError
 from ray_jobs.runtime import StorageSettings, filesystem_for, protocol_of, redact, storage_options_for
 from ray_jobs.score.sources import Listing, SourceError
 
-HUB_PREFIX = "hf://datasets/"
+HUB_PREFIX = "hf:"  # as in iqa_plugin.eval.hf_datasets; the URL form below is accepted too
+HUB_URL_PREFIX = "hf://datasets/"
 ROW_SCHEME = "hf-row:"
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -47,9 +48,10 @@ def is_saved_dataset(src: str) -> bool:
 def location_of(src: str) -> tuple[str, str]:
     """``(kind, location)``: ``hub`` + dataset name, ``disk`` + folder, or ``imagefolder`` + folder."""
     if src.startswith(HUB_PREFIX):
-        name = src[len(HUB_PREFIX):].strip("/")
+        prefix = HUB_URL_PREFIX if src.startswith(HUB_URL_PREFIX) else HUB_PREFIX
+        name = src[len(prefix):].strip("/")
         if not name:
-            raise SourceError(f"{src}: expected hf://datasets/<user>/<name>")
+            raise SourceError(f"{src}: expected hf:<owner>/<name>")
         return "hub", name
     return ("disk" if is_saved_dataset(src) else "imagefolder"), src.rstrip("/")
 

@@ -86,7 +86,7 @@ def test_source_options_and_errors_fail_fast_in_one_line(tmp_path, photos, monke
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(SourceError) as offline:
-        list_config_source(fast_config(src="hf://datasets/someone/photos", out=str(tmp_path / "o")))
+        list_config_source(fast_config(src="hf:someone/photos", out=str(tmp_path / "o")))
     assert "'someone/photos'" in str(offline.value) and "HF_HUB_OFFLINE" in str(offline.value)
     assert "\n" not in str(offline.value)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
