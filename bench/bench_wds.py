@@ -45,18 +45,6 @@ class BrightnessScorer(BlockScorer):
         return [float(array.mean()) / 255.0 for array in arrays]
 
 
-_SERVER = """
-import logging, sys
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-host, port = server.get_host_and_port()
-print(f"ENDPOINT http://{host}:{port}", flush=True)
-sys.stdin.read()
-"""
-
-
 def small_jpegs(count: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> list[bytes]:
     """``count`` JPEG crops of the packaged real photos."""
     from PIL import Image
@@ -150,18 +138,11 @@ def main() -> int:
                       AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
                       AWS_REQUEST_CHECKSUM_CALCULATION="when_required", AWS_RESPONSE_CHECKSUM_VALIDATION="when_required",
                       PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while not line.startswith("ENDPOINT"):
-            line = server.stdout.readline() if server.stdout else ""
-            if not line:
-                raise RuntimeError("the S3 server did not start")
-        os.environ["AWS_ENDPOINT_URL"] = line.split()[1]
+    from tests.helpers import s3_server_process
+
+    with s3_server_process() as endpoint:  # its own process: the objects are not in the driver's memory
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
         return measure(args)
-    finally:
-        server.kill()
-        server.wait()
 
 
 def measure(args: argparse.Namespace) -> int:

@@ -351,10 +351,10 @@ def run(config: CurateConfig) -> int:
             f"copy to {result.copy_to}: copied {result.copied} ({result.bytes_copied} bytes), "
             f"skipped {result.skipped} already there, failed {result.failed}"
         )
-    if result.write_to is not None:
-        print(f"write to {result.write_to}: {result.written} samples in {result.written_files} files")
         for message in result.failures[:20]:
             print(f"  failed: {message}", file=sys.stderr)
+    if result.write_to is not None:
+        print(f"write to {result.write_to}: {result.written} samples in {result.written_files} files")
     return 1 if result.failed else 0
 
 
