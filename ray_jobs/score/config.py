@@ -77,7 +77,8 @@ class ScoreJobConfig(JobConfig):
     rescore: bool = Field(default=False, description="drop the rows already in --out and score everything again "
                           "(needed when the model, weights, resolution, dtype or source differ from the run "
                           "identity recorded there)")
-    limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id)")
+    limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id; "
+                                                           "WebDataset: the first N shards)")
     report: bool = Field(default=True, description="write the HTML report next to the output")
     progress_bars: bool = Field(default=True, description="Ray Data's progress bars (stderr)")
     progress_interval_s: float = Field(default=5.0, gt=0, description="seconds between progress lines")
