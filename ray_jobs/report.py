@@ -190,9 +190,14 @@ def _thumbnail(uri: str) -> str | None:
     from PIL import Image, ImageOps
 
     try:
-        fs, path = filesystem_for(uri)
-        with fs.open(path, "rb") as handle:
-            data = handle.read()
+        if uri.startswith("hf-row:"):  # a Hugging Face dataset row: its image cell
+            from ray_jobs.score.stages import fetch_bytes
+
+            data = fetch_bytes(uri)
+        else:
+            fs, path = filesystem_for(uri)
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
         with Image.open(io.BytesIO(data)) as opened:
             opened.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at reduced scale, much faster
             image: Image.Image = ImageOps.exif_transpose(opened)
