@@ -51,19 +51,19 @@ def prepare_actor_pool(config: Any) -> tuple[str, dict[str, Any]]:
     return ("cuda" if gpus else "cpu"), actor_args
 
 
-def decode_then_actors(config: Any, blocks: list[pa.Table], decode_kwargs: dict[str, Any], actor_cls: type,
-                       actor_kwargs: dict[str, Any], actor_args: dict[str, Any]) -> Any:
-    """The Ray Data pipeline's first two stages over job ``blocks``: fetch + decode in CPU tasks, then a
-    pool of ``config.actors`` ``actor_cls`` actors (one block per call)."""
+def decode_then_actors(config: Any, blocks: list[pa.Table], read_fn: Callable[..., pa.Table],
+                       read_kwargs: dict[str, Any], actor_cls: type, actor_kwargs: dict[str, Any],
+                       actor_args: dict[str, Any]) -> Any:
+    """The Ray Data pipeline's first two stages over job ``blocks``: ``read_fn`` (fetch + decode, e.g.
+    :func:`ray_jobs.score.stages.fetch_and_decode_blocks`) in CPU tasks, then a pool of ``config.actors``
+    ``actor_cls`` actors (one block per call)."""
     import ray
-
-    from ray_jobs.score.stages import fetch_and_decode_blocks
 
     ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20, fn_kwargs=decode_kwargs)
+        read_fn, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
+        memory=config.decode_memory_mb * 2**20, fn_kwargs=read_kwargs)
     return ds.map_batches(
         actor_cls, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=actor_kwargs, **actor_args)

@@ -1,7 +1,9 @@
 """``iqa score`` / ``python -m ray_jobs.score``: score an image collection with Ray Data.
 
 Listing or manifest -> job blocks (assigned here, before execution) -> fetch + decode (CPU tasks) ->
-scoring actors (GPU, or CPU without one) -> one Parquet part per block. Without ``$RAY_ADDRESS`` a local
+scoring actors (GPU, or CPU without one) -> one Parquet part per block. Sources: single files, Hugging
+Face datasets and WebDataset shards (:mod:`ray_jobs.score.source_kinds`; for shards the unit of listing,
+retry and resume is the shard: :mod:`ray_jobs.score.job_wds`). Without ``$RAY_ADDRESS`` a local
 Ray is started; with it the job joins that cluster (``ray job submit -- python -m ray_jobs.score ...``).
 
 Output (``DST/part-<block key>.parquet``, every input exactly once):
@@ -9,7 +11,8 @@ Output (``DST/part-<block key>.parquet``, every input exactly once):
 ==================  =========  =================================================================
 column              type       meaning
 ==================  =========  =================================================================
-``id``              string     input id: path relative to SRC, or the manifest's ``id`` (or URI)
+``id``              string     input id: path relative to SRC, the manifest's ``id`` (or URI), a dataset row's
+                               id, or ``<tar name>/<key>`` of a WebDataset sample
 ``uri``             string     where the bytes were read from
 ``bytes``           int64      object size; null when it could not be read
 ``width``           int32      decoded width after EXIF rotation, before any resize; null on error
@@ -64,7 +67,8 @@ from ray_jobs.score.output import (
     scan_output,
     write_identity,
 )
-from ray_jobs.score.sources import Listing, check_destination, check_not_source, list_source
+from ray_jobs.score.source_kinds import list_config_source
+from ray_jobs.score.sources import Listing, check_destination, check_not_source
 from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
@@ -103,32 +107,6 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def list_for_run(config: Any, log: Log) -> Listing:
-    """The listing of ``config.src`` without ``config.out`` (refused when it is SRC itself), logged."""
-    check_not_source(config.src, config.out)
-    listing = list_source(config.src, exclude=config.out)
-    excluded = listing.excluded_text()
-    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
-    return listing
-
-
-def plan_run(inputs: pa.Table, kept: set[str], config: Any, log: Log) -> tuple[set[str], int, int, list[pa.Table]]:
-    """What a run must do: the first ``config.limit`` inputs (all without a limit) less the ``kept`` ids
-    already in ``config.out``, cut into ``config.block_size`` blocks; logs the resume line.
-
-    Returns:
-        ``(target ids, number of targets, number pending, blocks)``.
-    """
-    targets = inputs if config.limit is None else inputs.slice(0, config.limit)
-    target_ids = set(targets.column("id").to_pylist())
-    done = kept & target_ids
-    n_pending = targets.num_rows - len(done)
-    if done:
-        log(f"resume: {len(done)} of {targets.num_rows} inputs already in {config.out}; processing the {n_pending} "
-            "missing")
-    return target_ids, targets.num_rows, n_pending, plan_blocks(targets, done, config.block_size)
-
-
 def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
     """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
     return {
@@ -140,16 +118,19 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     }
 
 
-def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
-             scorer_cls: type | None = None) -> dict[str, Any]:
-    """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
-    from ray_jobs.score.stages import BlockScorer, write_blocks
+def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int | None, log: Log,
+             scorer_cls: type | None = None, read_stage: tuple[Callable, dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run. ``read_stage`` (function,
+    arguments) replaces fetch+decode for sources whose inputs are read in bulk (WebDataset shards)."""
+    from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
 
     device, actor_args = prepare_actor_pool(config)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
-    ds = decode_then_actors(config, blocks, arguments["decode"], scorer_cls or BlockScorer, arguments["scorer"],
+    read_fn, read_args = read_stage or (fetch_and_decode_blocks, arguments["decode"])
+    ds = decode_then_actors(config, blocks, read_fn, read_args, scorer_cls or BlockScorer, arguments["scorer"],
                             actor_args)
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs=arguments["write"])
@@ -160,7 +141,8 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
     def describe_progress(elapsed: float) -> str:
         rows = counts["rows"]
         state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
-        return (f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+        total = "" if n_pending is None else f"/{n_pending}"
+        return (f"progress: {rows}{total} done ({counts['scored']} scored, {counts['n_errors']} errors), "
                 f"{elapsed:.0f} s, {state}")
 
     with progress_lines(describe_progress, config.progress_interval_s, log):
@@ -203,7 +185,8 @@ def _write_report(out: str, log: Log) -> str | None:
     return path
 
 
-def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:
+def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log,
+                    reconcile_fn: Callable = reconcile) -> tuple[set[str], dict[str, int]]:
     """Under the lock: check the identity, drop what a rerun must not keep; return (ids kept, dropped)."""
     wanted = identity_of(config, sha)
     migrate_legacy_layout(config.out, log)
@@ -217,11 +200,11 @@ def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log
     if recorded != wanted:
         write_identity(config.out, wanted)
     listed = set(listing.inputs.column("id").to_pylist())
-    kept, more = reconcile(config.out, existing, listed)
+    kept, more = reconcile_fn(config.out, existing, listed)
     dropped.update(more)
     if more:
         names = {"left_source": "of inputs no longer in the source", "transient": "with transient errors, retried",
-                 "duplicate": "duplicated"}
+                 "duplicate": "duplicated", "incomplete": "of shards left unfinished, read again"}
         log("rerun: dropped " + ", ".join(f"{n} rows {names[k]}" for k, n in sorted(more.items())))
     return kept, dict(dropped)
 
@@ -240,27 +223,49 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    listing = list_for_run(config, log)
+    from ray_jobs.score import job_wds
+
+    check_not_source(config.src, config.out)
+    kind, listing = list_config_source(config)
+    shards = kind == "webdataset"  # the unit is a shard: its samples are known once it is read
+    unit = "WebDataset shards" if shards else "inputs" if kind == "files" else "Hugging Face dataset rows"
     excluded = listing.excluded_text()
+    log(f"listed {listing.inputs.num_rows} {unit} in {config.src}" + (f" ({excluded})" if excluded else ""))
     sha = check_weights(config, log)
     check_destination(config.out, config.src)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
-        kept, dropped = _prepare_output(config, listing, sha, log)
-        target_ids, n_inputs, n_pending, blocks = plan_run(listing.inputs, kept, config, log)
+        kept, dropped = _prepare_output(config, listing, sha, log,
+                                        job_wds.reconcile_shards if shards else reconcile)
+        targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
+        target_ids = set(targets.column("id").to_pylist())
+        done = kept & target_ids
+        n_inputs = targets.num_rows
+        blocks = job_wds.plan_shards(targets, done) if shards else plan_blocks(targets, done, config.block_size)
+        n_pending = n_inputs - len(done)
+        if done:
+            log(f"resume: {len(done)} of {n_inputs} {unit} already in {config.out}; processing the {n_pending} "
+                "missing")
+        del targets, done
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
         if blocks:
-            log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
+            log(f"scoring {n_pending} {unit} from {config.src} in {len(blocks)} blocks of up to {config.block_size}"
+                + (" samples each" if shards else ""))
             # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
-                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls)
+                stage = job_wds.shard_stage(config, StorageSettings.from_env()) if shards else None
+                counts = execute_blocks(config, blocks, None if shards else n_pending, log, scorer_cls, stage)
         del blocks
-        rows, scored, errors = verify_output(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        verify = job_wds.verify_shards if shards else verify_output
+        rows, scored, errors = verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        if shards:  # inputs are samples from here on; the shards are counted apart
+            n_shards, n_inputs, n_pending = n_inputs, rows, counts["rows"]
         elapsed = time.monotonic() - t0
         record = {
             "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
             "n_inputs": n_inputs, "n_scored": scored, "errors_by_reason": errors, "n_processed": counts["rows"],
-            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped,
+            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped, "source_kind": kind,
+            **({"n_shards": n_shards} if shards else {}),
             "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
             "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts
             else None,
@@ -344,7 +349,7 @@ def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str
 def _log_demo_ranking(out: str) -> None:
     """For a demo folder: how often each photo scored above its own degraded copies."""
     from ray_jobs.io import iter_part_columns
-    from ray_jobs.score.demo import pair_ranking
+    from ray_jobs.score.demo import pair_ranking, ranking_sentence
 
     scores: dict[str, float] = {}
     for table in iter_part_columns(out, ["id", "score"]):
@@ -353,7 +358,7 @@ def _log_demo_ranking(out: str) -> None:
                 scores[id_] = score
     wins, pairs = pair_ranking(scores)
     if pairs:
-        _log(f"demo: each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})")
+        _log(f"demo: {ranking_sentence(wins, pairs)}")
 
 
 def run(config: ScoreJobConfig) -> int:

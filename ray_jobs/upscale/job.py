@@ -51,9 +51,9 @@ from ray_jobs.io import meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
 from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
 from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for, join_uri, redact
-from ray_jobs.score.job import list_for_run, plan_run, verify_output
+from ray_jobs.score.job import plan_blocks, verify_output
 from ray_jobs.score.output import check_identity, describe, drop_all, reconcile, scan_output, write_identity
-from ray_jobs.score.sources import Listing, SourceError, check_destination
+from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
 from ray_jobs.upscale.config import UpscaleJobConfig
 from ray_jobs.upscale.stages import IMAGES_DIR, INDEX_DIR, output_name
 
@@ -123,14 +123,15 @@ def stage_arguments(config: UpscaleJobConfig, card: Any, device: str,
 def execute_blocks(config: UpscaleJobConfig, card: Any, blocks: list[pa.Table], n_pending: int, log: Log,
                    upscaler_cls: type | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return the counts of this run."""
+    from ray_jobs.score.stages import fetch_and_decode_blocks
     from ray_jobs.upscale.stages import BlockUpscaler, write_upscaled_blocks
 
     device, actor_args = prepare_actor_pool(config)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) ({config.model}, tile "
         f"{config.tile or 'off'}, precision {config.precision}) -> {config.format.upper()} images + index per block")
     arguments = stage_arguments(config, card, device, StorageSettings.from_env())
-    ds = decode_then_actors(config, blocks, arguments["decode"], upscaler_cls or BlockUpscaler,
-                            arguments["upscaler"], actor_args)
+    ds = decode_then_actors(config, blocks, fetch_and_decode_blocks, arguments["decode"],
+                            upscaler_cls or BlockUpscaler, arguments["upscaler"], actor_args)
     ds = ds.map_batches(write_upscaled_blocks, batch_size=1, batch_format="pyarrow",
                         num_cpus=config.cpus_per_write_task, fn_kwargs=arguments["write"])
     counts: dict[str, Any] = {"rows": 0, "upscaled": 0, "n_errors": 0, "out_pixels": 0}
@@ -198,15 +199,25 @@ def run_job(config: UpscaleJobConfig, *, log: Log = _log, upscaler_cls: type | N
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
-    listing = list_for_run(config, log)
+    check_not_source(config.src, config.out)
+    listing = list_source(config.src, exclude=config.out)
     excluded = listing.excluded_text()
+    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
     card, sha, scale = check_model(config, log)
     check_destination(config.out, config.src)
     index = join_uri(config.out, INDEX_DIR)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
         wanted = identity_of(config, sha, scale)
         kept, dropped = _prepare_output(config, listing, wanted, log)
-        target_ids, n_inputs, n_pending, blocks = plan_run(listing.inputs, kept, config, log)
+        targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
+        target_ids = set(targets.column("id").to_pylist())
+        done = kept & target_ids
+        n_inputs, n_pending = targets.num_rows, targets.num_rows - len(done)
+        if done:
+            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
+                "missing")
+        blocks = plan_blocks(targets, done, config.block_size)
+        del targets, done
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0}
         if blocks:
             log(f"upscaling {n_pending} inputs from {config.src} x{scale} in {len(blocks)} blocks of up to "
