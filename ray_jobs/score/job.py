@@ -114,20 +114,29 @@ def _use_gpu(config: ScoreJobConfig) -> bool:
     return gpus > 0 and config.gpus_per_actor > 0
 
 
-def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
-    """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
+def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings, *,
+                    device_decode: bool | None = None, n_pending: int | None = None) -> dict[str, dict[str, Any]]:
+    """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret).
+
+    ``device_decode`` defaults to ``config.decode`` resolved for ``device``; ``n_pending`` (inputs to
+    score) gives each actor's compile policy its expected share.
+    """
+    on_device = config.decode_on_device(device) if device_decode is None else device_decode
+    limits = {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side}
+    expected = None if n_pending is None else -(-n_pending // config.actors)
     return {
-        "decode": {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
-                   "threads": config.fetch_threads, "settings": settings},
-        "scorer": {"scorer_kwargs": config.scorer_kwargs(device),
-                   "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))},
+        "decode": {**limits, "threads": config.fetch_threads, "settings": settings, "device_decode": on_device},
+        "scorer": {"scorer_kwargs": config.scorer_kwargs(device, expected_images=expected),
+                   "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor)),
+                   "decode": limits if on_device else None, "warmup_sizes": config.warmup_sizes},
         "write": {"dst": config.out, "settings": settings},
     }
 
 
 def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
-             scorer_cls: type | None = None) -> dict[str, Any]:
-    """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
+             scorer_cls: type | None = None, device_decode: bool | None = None) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run (``device_decode``: see
+    :func:`run_job`)."""
     import ray
 
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
@@ -145,9 +154,16 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
     check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor={
         "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if use_gpu else {}),
         **config.actor_resources})
-    log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
-        f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
-    arguments = stage_arguments(config, device, StorageSettings.from_env())
+    try:
+        arguments = stage_arguments(config, device, StorageSettings.from_env(), device_decode=device_decode,
+                                    n_pending=n_pending)
+    except ValueError as error:
+        raise SourceError(str(error)) from None
+    on_device = arguments["decode"]["device_decode"]
+    compiled = arguments["scorer"]["scorer_kwargs"]["compile"]
+    log(f"pipeline: fetch+{'route (baseline JPEGs decoded in the actors)' if on_device else 'decode'} on CPU "
+        f"tasks -> {config.actors} {device.upper()} actor(s) ({config.model}, {config.resolution}, {config.dtype}, "
+        f"batch {config.batch_size or 'auto'}, compile {'on' if compiled else 'off'}) -> Parquet per block")
     ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
@@ -240,12 +256,15 @@ def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log
     return kept, dict(dropped)
 
 
-def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None) -> dict[str, Any]:
+def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None,
+            device_decode: bool | None = None) -> dict[str, Any]:
     """Run a score job end to end and return its record (``DST/_iqa/job.json`` when the run changed
     something; a rerun with nothing to do leaves the record and report of the real run alone).
 
     ``scorer_cls`` replaces :class:`ray_jobs.score.stages.BlockScorer` (a subclass, importable by the Ray
     workers, e.g. one that injects faults in tests); it takes the same constructor arguments.
+    ``device_decode`` overrides ``config.decode`` (tests and benchmarks: True makes actors decode JPEGs on
+    their own device even on CPU, the GPU path's structure with libjpeg-turbo standing in for nvjpeg).
 
     Raises:
         SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source, a file
@@ -278,7 +297,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
-                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls)
+                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls, device_decode)
         del blocks
         rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
         elapsed = time.monotonic() - t0
