@@ -11,11 +11,11 @@ their own shape (no padding or cropping: that would change the scores), so this 
 
 With ``expected_images`` (the images this scorer will see, e.g. a job's inputs per actor), a shape is
 compiled once its share of the images seen so far, projected over the images still to come, reaches
-``break_even``: a job too small to repay a compilation never compiles, so it is never slower than
-eager. Without it (a library caller who said ``compile=True``), every shape is compiled on first use up
+``break_even`` (shares are trusted after ``min_sample`` images): a job too small to repay a compilation
+never compiles, so it is never slower than eager. Without it (a library caller who said ``compile=True``), every shape is compiled on first use up
 to ``max_shapes``.
 
->>> policy = CompilePolicy(max_shapes=2, break_even=1000, expected_images=10_000)
+>>> policy = CompilePolicy(max_shapes=2, break_even=1000, expected_images=10_000, min_sample=100)
 >>> policy.observe((3, 224, 298), 100)     # 100 of 100 seen, ~9,900 to come: compile
 True
 >>> policy.observe((3, 224, 224), 10)      # ~9% of what came, ~890 projected: stays eager
@@ -39,11 +39,14 @@ class CompilePolicy:
         max_shapes: most shapes compiled (1..:data:`MAX_COMPILED_SHAPES`).
         break_even: projected images of a shape that repay one compilation (0: compile on first use).
         expected_images: images this scorer will score in all (``None``: unknown, compile on first use).
+        min_sample: images seen before shares are trusted (with ``expected_images``): two images of a
+            shape among the first thirty say little about a job of a million.
     """
 
     max_shapes: int = 4
     break_even: int = 0
     expected_images: int | None = None
+    min_sample: int = 256
     seen: Counter[tuple[int, ...]] = field(default_factory=Counter)
     compiled: list[tuple[int, ...]] = field(default_factory=list)
 
@@ -59,7 +62,7 @@ class CompilePolicy:
         if self.expected_images is None:
             return float("inf")
         total = sum(self.seen.values())
-        if total == 0:
+        if total == 0 or total < min(self.min_sample, self.expected_images):
             return 0.0
         return self.seen[shape] / total * max(0, self.expected_images - total)
 
