@@ -62,6 +62,7 @@ from ray_jobs.score.output import (
     reconcile,
     record_uri,
     scan_output,
+    verify_output,
     write_identity,
 )
 from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
@@ -135,8 +136,7 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
 
 def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
              scorer_cls: type | None = None, device_decode: bool | None = None) -> dict[str, Any]:
-    """Run the Ray Data pipeline over ``blocks``; return counts of this run (``device_decode``: see
-    :func:`run_job`)."""
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run (``device_decode``: run_job's)."""
     import ray
 
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
@@ -299,7 +299,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             with ensure_ray(min_cpus=needed, log=log):
                 counts = execute_blocks(config, blocks, n_pending, log, scorer_cls, device_decode)
         del blocks
-        rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        rows, scored, errors = verify_output(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
         elapsed = time.monotonic() - t0
         record = {
             "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
@@ -328,37 +328,6 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             record["report"] = _write_report(config.out, log)
         log(f"parquet: {describe(config.out)}  run record: {record_uri(config.out)}")
     return record
-
-
-def _verify(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
-    """Check that ``out`` holds every target input exactly once and no row of an input outside the
-    listing; return (rows of targets, scored, errors by reason)."""
-    from ray_jobs.io import iter_part_columns
-
-    seen: set[str] = set()
-    duplicates = strays = 0
-    scored = 0
-    errors: Counter[str] = Counter()
-    for table in iter_part_columns(out, ["id", "error"]):
-        for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True):
-            if id_ not in listed:
-                strays += 1
-                continue
-            if id_ in seen:
-                duplicates += 1
-                continue
-            seen.add(id_)
-            if id_ not in target_ids:
-                continue  # beyond --limit: kept from an earlier run, not counted
-            if error is None:
-                scored += 1
-            else:
-                errors[error] += 1
-    missing = len(target_ids - seen)
-    if duplicates or missing or strays:
-        raise RuntimeError(f"{out} holds {missing} inputs too few, {duplicates} duplicate rows and {strays} rows of "
-                           "inputs not in the source; run the same command again to fill the gaps")
-    return len(seen & target_ids), scored, dict(sorted(errors.items()))
 
 
 CONFIG = ScoreJobConfig
