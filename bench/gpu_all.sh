@@ -17,10 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 if [[ "${1:-}" == "prepare" ]]; then
-    set -e
-    for folder in .whl .ray1 .ray2; do
-        grep -qx "/$folder/" .git/info/exclude 2>/dev/null || echo "/$folder/" >> "$(git rev-parse --git-common-dir)/info/exclude"
-    done
+    set -e  # .whl/, .ray1/ and .ray2/ are in .gitignore: they travel only when `carry` names them
     # versions of this project's environment; --no-deps: each missing dependency is named here
     small="open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 pyiqa==0.1.16 addict==2.4.0 pydantic==2.14.4
            pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0
