@@ -198,6 +198,8 @@ class BlockScorer:
             torch.set_num_threads(int(torch_threads))
         model = kwargs.pop("model")
         self.scorer = BatchScorer(model, **kwargs)
+        if self.scorer.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # batches hold one shape, and shapes repeat over a job
         self.model_name = str(self.scorer.model_name)
         self.weights_sha256 = self.scorer.weights_sha256
         self.decode = decode
