@@ -125,11 +125,15 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     on_device = config.decode_on_device(device) if device_decode is None else device_decode
     limits = {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side}
     expected = None if n_pending is None else -(-n_pending // config.actors)
+    scorer: dict[str, Any] = {"scorer_kwargs": config.scorer_kwargs(device, expected_images=expected),
+                              "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))}
+    if on_device:  # only then: a scorer_cls of another job (eval's) need not take these
+        scorer["decode"] = limits
+    if config.warmup_sizes:
+        scorer["warmup_sizes"] = config.warmup_sizes
     return {
         "decode": {**limits, "threads": config.fetch_threads, "settings": settings, "device_decode": on_device},
-        "scorer": {"scorer_kwargs": config.scorer_kwargs(device, expected_images=expected),
-                   "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor)),
-                   "decode": limits if on_device else None, "warmup_sizes": config.warmup_sizes},
+        "scorer": scorer,
         "write": {"dst": config.out, "settings": settings},
     }
 
