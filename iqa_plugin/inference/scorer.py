@@ -133,11 +133,10 @@ class BatchScorer:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
         self.compile_policy = (compile_policy or CompilePolicy()) if compile else None
-        self._compiled: Any = None
-        if compile:
-            freeze = self.device.type == "cuda" if freezing is None else freezing
-            options = {"freezing": True} if freeze and compile_backend == "inductor" else None
-            self._compiled = torch.compile(network, dynamic=False, backend=compile_backend, options=options)
+        freeze = self.device.type == "cuda" if freezing is None else freezing
+        self._compile_args: dict[str, Any] = {"dynamic": False, "backend": compile_backend, "options": (
+            {"freezing": True} if freeze and compile_backend == "inductor" else None)}
+        self._compiled: Any = None  # built on the first compiled batch: a job that never compiles pays nothing
 
     def _autocast(self):
         if self.dtype == "fp32":
@@ -164,6 +163,8 @@ class BatchScorer:
         network = self.network
         n = x.shape[0]
         if self.compile_policy is not None and self.compile_policy.observe(tuple(x.shape[1:]), n):
+            if self._compiled is None:
+                self._compiled = torch.compile(self.network, **self._compile_args)
             network = self._compiled
             if n < self.batch_size:  # one graph per shape: pad the last batch of a shape to full size
                 x = torch.cat([x, x[-1:].expand(self.batch_size - n, *x.shape[1:])]).contiguous(

@@ -51,7 +51,7 @@ def test_compiled_shapes_score_like_eager_with_padded_last_batches():
     policy = CompilePolicy(max_shapes=1)
     eager, compiled = _scorers(policy, "eager")  # dynamo capture, no code generation: fast on CPU
     calls: list[tuple[int, ...]] = []
-    compiled._compiled = _recording(compiled._compiled, calls)
+    compiled._compiled = _recording(torch.compile(compiled.network, backend="eager", dynamic=False), calls)
     assert compiled.score_tensors(images) == eager.score_tensors(images)
     assert policy.compiled == [A]
     assert calls == [(4, *A), (4, *A)]  # 6 images of A: a full batch and a padded one; B and C eager
@@ -62,7 +62,9 @@ def test_compiled_shapes_score_like_eager_with_padded_last_batches():
 def test_warm_up_compiles_the_given_sizes_before_any_image():
     policy = CompilePolicy(max_shapes=2, break_even=10**9, expected_images=10)
     _, compiled = _scorers(policy, "eager")
+    assert compiled._compiled is None  # nothing compiled until a shape is chosen
     assert compiled.warm_up([(64, 96), (96, 64), (64, 64)]) == [(64, 96), (96, 64)]
+    assert compiled._compiled is not None
     assert policy.compiled == [A, B] and sum(policy.seen.values()) == 0
     assert BatchScorer(TinyQualityNet(), device="cpu").warm_up([(64, 64)]) == []  # compile off: nothing
 
