@@ -177,7 +177,7 @@ class BatchScorer:
         """Compile the ``(height, width)`` input sizes now (a batch of grey images each), instead of on
         the first batch of that size; returns the sizes compiled (none without ``compile``, at most the
         policy's ``max_shapes``). The jobs call it in each actor before its first block."""
-        done = []
+        done: list[tuple[int, int]] = []
         if self.compile_policy is None:
             return done
         for height, width in sizes:
