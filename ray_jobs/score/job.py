@@ -1,7 +1,9 @@
 """``iqa score`` / ``python -m ray_jobs.score``: score an image collection with Ray Data.
 
 Listing or manifest -> job blocks (assigned here, before execution) -> fetch + decode (CPU tasks) ->
-scoring actors (GPU, or CPU without one) -> one Parquet part per block. Without ``$RAY_ADDRESS`` a local
+scoring actors (GPU, or CPU without one) -> one Parquet part per block. Sources: single files, Hugging
+Face datasets and WebDataset shards (:mod:`ray_jobs.score.source_kinds`; for shards the unit of listing,
+retry and resume is the shard: :mod:`ray_jobs.score.job_wds`). Without ``$RAY_ADDRESS`` a local
 Ray is started; with it the job joins that cluster (``ray job submit -- python -m ray_jobs.score ...``).
 
 Output (``DST/part-<block key>.parquet``, every input exactly once):
@@ -9,7 +11,8 @@ Output (``DST/part-<block key>.parquet``, every input exactly once):
 ==================  =========  =================================================================
 column              type       meaning
 ==================  =========  =================================================================
-``id``              string     input id: path relative to SRC, or the manifest's ``id`` (or URI)
+``id``              string     input id: path relative to SRC, the manifest's ``id`` (or URI), a dataset row's
+                               id, or ``<tar name>/<key>`` of a WebDataset sample
 ``uri``             string     where the bytes were read from
 ``bytes``           int64      object size; null when it could not be read
 ``width``           int32      decoded width after EXIF rotation, before any resize; null on error
@@ -65,7 +68,8 @@ from ray_jobs.score.output import (
     verify_output,
     write_identity,
 )
-from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.source_kinds import list_config_source
+from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source
 from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
@@ -138,9 +142,12 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     }
 
 
-def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
-             scorer_cls: type | None = None, device_decode: bool | None = None) -> dict[str, Any]:
-    """Run the Ray Data pipeline over ``blocks``; return counts of this run (``device_decode``: run_job's)."""
+def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int | None, log: Log,
+             scorer_cls: type | None = None, read_stage: tuple[Callable, dict[str, Any]] | None = None,
+             device_decode: bool | None = None) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run. ``read_stage`` (function,
+    arguments) replaces fetch+decode for sources whose inputs are read in bulk (WebDataset shards);
+    ``device_decode``: :func:`run_job`'s."""
     import ray
 
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
@@ -164,6 +171,8 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
     except ValueError as error:
         raise SourceError(str(error)) from None
     on_device = arguments["decode"]["device_decode"]
+    read_fn, read_args = read_stage or (fetch_and_decode_blocks, arguments["decode"])
+    read_args = {**read_args, "device_decode": on_device}
     compiled = arguments["scorer"]["scorer_kwargs"]["compile"]
     log(f"pipeline: fetch+{'route (baseline JPEGs decoded in the actors)' if on_device else 'decode'} on CPU "
         f"tasks -> {config.actors} {device.upper()} actor(s) ({config.model}, {config.resolution}, {config.dtype}, "
@@ -171,8 +180,8 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
     ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
     ds = ds.map_batches(
         # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20, fn_kwargs=arguments["decode"])
+        read_fn, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
+        memory=config.decode_memory_mb * 2**20, fn_kwargs=read_args)
     ds = ds.map_batches(
         scorer_cls or BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=arguments["scorer"],
@@ -189,7 +198,8 @@ def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: in
             elapsed = time.monotonic() - started
             rows = counts["rows"]
             state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
-            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+            total = "" if n_pending is None else f"/{n_pending}"
+            log(f"progress: {rows}{total} done ({counts['scored']} scored, {counts['n_errors']} errors), "
                 f"{elapsed:.0f} s, {state}")
 
     reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
@@ -237,7 +247,8 @@ def _write_report(out: str, log: Log) -> str | None:
     return path
 
 
-def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:
+def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log,
+                    reconcile_fn: Callable = reconcile) -> tuple[set[str], dict[str, int]]:
     """Under the lock: check the identity, drop what a rerun must not keep; return (ids kept, dropped)."""
     wanted = identity_of(config, sha)
     migrate_legacy_layout(config.out, log)
@@ -251,11 +262,11 @@ def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log
     if recorded != wanted:
         write_identity(config.out, wanted)
     listed = set(listing.inputs.column("id").to_pylist())
-    kept, more = reconcile(config.out, existing, listed)
+    kept, more = reconcile_fn(config.out, existing, listed)
     dropped.update(more)
     if more:
         names = {"left_source": "of inputs no longer in the source", "transient": "with transient errors, retried",
-                 "duplicate": "duplicated"}
+                 "duplicate": "duplicated", "incomplete": "of shards left unfinished, read again"}
         log("rerun: dropped " + ", ".join(f"{n} rows {names[k]}" for k, n in sorted(more.items())))
     return kept, dict(dropped)
 
@@ -277,38 +288,50 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
+    from ray_jobs.score import job_wds
+
     check_not_source(config.src, config.out)
-    listing = list_source(config.src, exclude=config.out)
+    kind, listing = list_config_source(config)
+    shards = kind == "webdataset"  # the unit is a shard: its samples are known once it is read
+    unit = "WebDataset shards" if shards else "inputs" if kind == "files" else "Hugging Face dataset rows"
     excluded = listing.excluded_text()
-    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
+    log(f"listed {listing.inputs.num_rows} {unit} in {config.src}" + (f" ({excluded})" if excluded else ""))
     sha = check_weights(config, log)
     check_destination(config.out, config.src)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
-        kept, dropped = _prepare_output(config, listing, sha, log)
+        kept, dropped = _prepare_output(config, listing, sha, log,
+                                        job_wds.reconcile_shards if shards else reconcile)
         targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
         target_ids = set(targets.column("id").to_pylist())
         done = kept & target_ids
         n_inputs = targets.num_rows
-        blocks = plan_blocks(targets, done, config.block_size)
+        blocks = job_wds.plan_shards(targets, done) if shards else plan_blocks(targets, done, config.block_size)
         n_pending = n_inputs - len(done)
         if done:
-            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
+            log(f"resume: {len(done)} of {n_inputs} {unit} already in {config.out}; processing the {n_pending} "
                 "missing")
         del targets, done
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
         if blocks:
-            log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
+            log(f"scoring {n_pending} {unit} from {config.src} in {len(blocks)} blocks of up to {config.block_size}"
+                + (" samples each" if shards else ""))
             # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
-                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls, device_decode)
+                stage = job_wds.shard_stage(config, StorageSettings.from_env()) if shards else None
+                counts = execute_blocks(config, blocks, None if shards else n_pending, log, scorer_cls, stage,
+                                        device_decode)
         del blocks
-        rows, scored, errors = verify_output(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        verify = job_wds.verify_shards if shards else verify_output
+        rows, scored, errors = verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        if shards:  # inputs are samples from here on; the shards are counted apart
+            n_shards, n_inputs, n_pending = n_inputs, rows, counts["rows"]
         elapsed = time.monotonic() - t0
         record = {
             "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
             "n_inputs": n_inputs, "n_scored": scored, "errors_by_reason": errors, "n_processed": counts["rows"],
-            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped,
+            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped, "source_kind": kind,
+            **({"n_shards": n_shards} if shards else {}),
             "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
             "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts
             else None,
@@ -361,7 +384,7 @@ def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str
 def _log_demo_ranking(out: str) -> None:
     """For a demo folder: how often each photo scored above its own degraded copies."""
     from ray_jobs.io import iter_part_columns
-    from ray_jobs.score.demo import pair_ranking
+    from ray_jobs.score.demo import pair_ranking, ranking_sentence
 
     scores: dict[str, float] = {}
     for table in iter_part_columns(out, ["id", "score"]):
@@ -370,7 +393,7 @@ def _log_demo_ranking(out: str) -> None:
                 scores[id_] = score
     wins, pairs = pair_ranking(scores)
     if pairs:
-        _log(f"demo: each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})")
+        _log(f"demo: {ranking_sentence(wins, pairs)}")
 
 
 def run(config: ScoreJobConfig) -> int:

@@ -47,7 +47,9 @@ _SCAN_COLUMNS = ["id", "error", "model", "weights_sha256"]
 
 def identity_of(config: Any, weights_sha256: str) -> dict[str, Any]:
     """The run identity of ``config`` (a :class:`ray_jobs.score.config.ScoreJobConfig`) with its weights."""
-    values = {"source": config.src.rstrip("/"), "model": config.model, "weights_sha256": weights_sha256,
+    from ray_jobs.score.source_kinds import source_identity
+
+    values = {"source": source_identity(config), "model": config.model, "weights_sha256": weights_sha256,
               "resolution": config.resolution, "dtype": config.dtype, "min_side": config.min_side,
               "max_pixels": config.max_pixels}
     return {name: values[name] for name in IDENTITY_FIELDS}
