@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="JPEGs for the job sections (20000; dry run 24)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU; stop where CUDA is needed")
+    parser.add_argument("--state", default=None, help="a JSON kept between calls on one machine: sections measured "
+                        "by an earlier call are kept (gpu_all.sh: /tmp/gpu-all/state.json), so each call's "
+                        "--out holds everything measured so far")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                                   work=Path(args.work or tempfile.mkdtemp(prefix="gpu-all-")))
     results: dict = {"machine": describe_machine(), "dry_run": args.dry_run, "device": ctx.device,
                      "n": ctx.n, "sections": {}}
+    state = Path(args.state) if args.state else None
+    if state is not None and state.exists():
+        results["sections"] = json.loads(state.read_text()).get("sections", {})
+        print(f"kept from earlier calls ({state}): {', '.join(results['sections']) or 'nothing'}")
     print(f"machine: {results['machine']}\nmode: {'DRY RUN (CPU, tiny sizes)' if args.dry_run else 'GPU'}; "
           f"device {ctx.device}; sections {','.join(chosen)}; work {ctx.work}", flush=True)
     path = out / "gpu_all.json"
@@ -112,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stdout)
         results["sections"][name]["seconds"] = round(time.perf_counter() - started, 1)
         results["targets"] = judge(results)
-        path.write_text(json.dumps(results, indent=2, default=str))
+        for target in (path, state):
+            if target is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(results, indent=2, default=str))
     print("\n=== targets (issue 14, item 4) ===")
     for name, row in results["targets"].items():
         print(f"{name:<48} {row['value']:>10} {row['unit']:<5} target >= {row['target']:<6} "

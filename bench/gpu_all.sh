@@ -12,6 +12,10 @@
 #   call 2: carry [".ray2"]          command: bash bench/gpu_all.sh --sections job,compile
 # Call 1 installs the small wheels and keeps ray's first half in /tmp; call 2 joins and installs ray. If
 # the machine went back in between, call 2 reinstalls nothing and records the Ray sections as skipped.
+# $OUT is emptied before each call: gpu_all.json of the last call holds every section measured on this
+# machine (kept in /tmp/gpu-all/state.json), gpu_all_calls.log the logs of all calls.
+# Budget: call 1 about 6 min, call 2 about 5 min at --n 20000 on an H100/H200 class GPU (estimates, not
+# measured yet); --n 10000 halves the job sections.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -68,4 +72,7 @@ if compgen -G ".ray2/*.part-ab" > /dev/null; then
 fi
 export PYTHONPATH="$SITE:$ROOT" PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
-python3 bench/gpu_all.py --out "$OUT_DIR" "$@"
+# the JPEG collection and the results of earlier calls stay in /tmp while the machine is warm
+python3 bench/gpu_all.py --out "$OUT_DIR" --work /tmp/gpu-all/work --state /tmp/gpu-all/state.json "$@"
+[[ -f /tmp/gpu-all/log ]] && cat /tmp/gpu-all/log "$OUT_DIR/gpu_all.log" > "$OUT_DIR/gpu_all_calls.log" 2>/dev/null
+cat "$OUT_DIR/gpu_all.log" >> /tmp/gpu-all/log
