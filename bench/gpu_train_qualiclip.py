@@ -86,7 +86,7 @@ def measure(batch: int, steps: int, crop: int, device: str = "cuda", checkpointi
     seconds = (time.perf_counter() - start) / steps
     return {"batch": batch, "crop": crop, "steps_per_s": 1 / seconds, "samples_per_s": batch / seconds,
             "images_per_s": batch * 10 / seconds, "step_ms": seconds * 1000, "degrade_batch_ms": degrade_s * 1000,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
 def main() -> int:
