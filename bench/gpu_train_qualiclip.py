@@ -55,7 +55,7 @@ def _degraded_batch(pairs, kinds, device: str):
 
 
 def measure(batch: int, steps: int, crop: int, device: str = "cuda", checkpointing: bool = False,
-            arch: str = "rn50") -> dict[str, float]:
+            arch: str = "rn50") -> dict[str, float | None]:
     """Samples/s, images/s and step time of ``steps`` timed steps (after 3 warm-up steps) at ``batch``."""
     import torch
 
