@@ -30,25 +30,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _write_one(args: tuple[str, int, str]) -> None:
+def _write_one(args: tuple[str, int, str, int, int]) -> None:
     from PIL import Image
 
-    source, index, target = args
+    source, index, target, width, height = args
     rng = np.random.default_rng(index)
     photo = Image.open(source).convert("RGB")
-    scale = max(1024 / photo.width, 768 / photo.height) * float(rng.uniform(1.0, 1.3))
+    scale = max(width / photo.width, height / photo.height) * float(rng.uniform(1.0, 1.3))
     big = photo.resize((int(photo.width * scale) + 1, int(photo.height * scale) + 1))
-    left, top = int(rng.integers(0, big.width - 1024 + 1)), int(rng.integers(0, big.height - 768 + 1))
-    big.crop((left, top, left + 1024, top + 768)).save(target, quality=int(rng.integers(70, 95)))
+    left, top = int(rng.integers(0, big.width - width + 1)), int(rng.integers(0, big.height - height + 1))
+    big.crop((left, top, left + width, top + height)).save(target, quality=int(rng.integers(70, 95)))
 
 
-def write_collection(folder: Path, n: int) -> list[Path]:
+def write_collection(folder: Path, n: int, size=(1024, 768)) -> list[Path]:
+    """``n`` baseline JPEGs cropped from the package photos; ``size`` is ``(width, height)`` or a function
+    of the image index giving one."""
     from iqa_plugin.testing import real_photo_paths
 
     sources = [str(p) for p in real_photo_paths()]
     folder.mkdir(parents=True, exist_ok=True)
     targets = [folder / f"img-{i:06d}.jpg" for i in range(n)]
-    todo = [(sources[i % len(sources)], i, str(t)) for i, t in enumerate(targets) if not t.exists()]
+    size_of = size if callable(size) else (lambda index: size)
+    todo = [(sources[i % len(sources)], i, str(t), *size_of(i)) for i, t in enumerate(targets) if not t.exists()]
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         list(pool.map(_write_one, todo, chunksize=32))
     return targets

@@ -54,6 +54,41 @@ def _degraded_batch(pairs, kinds, device: str):
     return out
 
 
+def measure(batch: int, steps: int, crop: int, device: str = "cuda", checkpointing: bool = False,
+            arch: str = "rn50") -> dict[str, float | None]:
+    """Samples/s, images/s and step time of ``steps`` timed steps (after 3 warm-up steps) at ``batch``."""
+    import torch
+
+    from iqa_plugin.data.degradations import KINDS
+    from iqa_plugin.training.qualiclip import QualiCLIPRecipe, QualiCLIPRecipeConfig
+
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    config = QualiCLIPRecipeConfig(arch=arch, prompts="random", precision="bf16", logit_scale=100.0,
+                                   gradient_checkpointing=checkpointing)  # fmt: skip
+    recipe = QualiCLIPRecipe(config, total_steps=steps + 3, device=device)
+    recipe.net.to(memory_format=torch.channels_last)
+    pairs = _pristine_pairs(batch, crop, device)
+    sync()
+    start = time.perf_counter()
+    crops = _degraded_batch(pairs, KINDS, device)
+    sync()
+    degrade_s = time.perf_counter() - start
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(3):
+        recipe.step(crops)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        recipe.step(crops)
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    return {"batch": batch, "crop": crop, "steps_per_s": 1 / seconds, "samples_per_s": batch / seconds,
+            "images_per_s": batch * 10 / seconds, "step_ms": seconds * 1000, "degrade_batch_ms": degrade_s * 1000,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
@@ -69,34 +104,14 @@ def main() -> int:
               "measures RN50 training on a GPU. Run it on a machine with an NVIDIA GPU.", file=sys.stderr)  # fmt: skip
         return 2
     from bench._machine import describe_machine
-    from iqa_plugin.data.degradations import KINDS
-    from iqa_plugin.training.qualiclip import QualiCLIPRecipe, QualiCLIPRecipeConfig
 
     torch.backends.cudnn.benchmark = True
     print(f"machine: {describe_machine()}")
-    config = QualiCLIPRecipeConfig(arch="rn50", prompts="random", precision="bf16", logit_scale=100.0,
-                                   gradient_checkpointing=args.checkpointing)  # fmt: skip
     for batch in args.batch_sizes:
-        recipe = QualiCLIPRecipe(config, total_steps=args.steps + 3, device="cuda")
-        recipe.net.to(memory_format=torch.channels_last)
-        pairs = _pristine_pairs(batch, args.crop, "cuda")
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        crops = _degraded_batch(pairs, KINDS, "cuda")
-        torch.cuda.synchronize()
-        degrade_s = time.perf_counter() - start
-        torch.cuda.reset_peak_memory_stats()
-        for _ in range(3):
-            recipe.step(crops)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            recipe.step(crops)
-        torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / args.steps
-        print(f"batch {batch:>3} samples ({batch * 10} images of {args.crop} px): {batch / seconds:7.1f} samples/s, "
-              f"{batch * 10 / seconds:7.0f} images/s, step {seconds * 1000:.0f} ms; materialising the batch's "
-              f"degradations {degrade_s * 1000:.0f} ms; peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")  # fmt: skip
+        m = measure(batch, args.steps, args.crop, "cuda", args.checkpointing)
+        print(f"batch {batch:>3} samples ({batch * 10} images of {args.crop} px): {m['samples_per_s']:7.1f} samples/s, "
+              f"{m['images_per_s']:7.0f} images/s, step {m['step_ms']:.0f} ms; materialising the batch's "
+              f"degradations {m['degrade_batch_ms']:.0f} ms; peak memory {m['peak_gib']:.1f} GiB")  # fmt: skip
     return 0
 
 

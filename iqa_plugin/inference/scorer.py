@@ -2,9 +2,11 @@
 
 Images of equal size are stacked into batches (resizing, if any, is the card's input contract, applied
 inside the network), run under ``torch.inference_mode`` in channels_last, optionally under bf16/fp16
-autocast, with the network's own fast path (``prepare_for_inference``: QualiCLIP folds BatchNorm and can
-``torch.compile`` its tower; compilation is per input shape, worth it only when shapes repeat). Scores come back in
-input order and equal one-image-at-a-time scores (fp32).
+autocast, with the network's own fast path (``prepare_for_inference``: QualiCLIP folds BatchNorm). With
+``compile=True`` the shapes that repeat run through ``torch.compile`` (Inductor, ``freezing`` on CUDA),
+chosen by :class:`iqa_plugin.inference.compile_policy.CompilePolicy`; compiled batches are padded to
+``batch_size`` so one graph serves a shape. Scores come back in input order and equal
+one-image-at-a-time scores (fp32).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from iqa_plugin.data.images import DEFAULT_MAX_PIXELS, array_to_tensor, load_image
+from iqa_plugin.inference.compile_policy import CompilePolicy
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -78,8 +81,13 @@ class BatchScorer:
             2-core AVX2 CPU at 512x384: batch 1 scored 2.7 img/s, batch 8 1.7 img/s: larger batches
             only thrash the caches there).
         channels_last: run convolutions in channels_last memory format (faster on CPU and GPU).
-        compile: ``torch.compile`` (the network's own ``prepare_for_inference`` decides what); pays off
-            only where input shapes repeat.
+        compile: ``torch.compile`` the network for the input shapes ``compile_policy`` picks (by default
+            every shape on first use, up to 4); pays off only where input shapes repeat.
+        compile_policy: which shapes are compiled (:class:`CompilePolicy`; the jobs pass one that knows
+            how many images are coming, so a job too small to repay a compilation stays eager).
+        compile_backend: ``torch.compile`` backend (``'inductor'``; tests use ``'eager'``, which runs
+            the same dynamo capture without code generation).
+        freezing: Inductor's ``freezing`` (weights become constants; inference only). ``None``: on CUDA.
         max_pixels: decompression-bomb guard for paths and bytes.
         **model_kwargs: passed to the network (``pretrained_model_path``, ``temperature``, ...).
 
@@ -98,6 +106,9 @@ class BatchScorer:
         batch_size: int | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        compile_policy: CompilePolicy | None = None,
+        compile_backend: str = "inductor",
+        freezing: bool | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         **model_kwargs: Any,
     ) -> None:
@@ -117,12 +128,15 @@ class BatchScorer:
         self.weights_sha256: str | None = getattr(network, "weights_sha256", None)
         network = network.to(self.device).eval()
         if isinstance(model, str) and isinstance(network, PreparesForInference):
-            network.prepare_for_inference(compile=compile)  # built here, frozen: the network's own fast path
-        elif compile:
-            network = torch.compile(network, dynamic=False)
+            network.prepare_for_inference(compile=False)  # built here, frozen: the network's own fast path
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
+        self.compile_policy = (compile_policy or CompilePolicy()) if compile else None
+        freeze = self.device.type == "cuda" if freezing is None else freezing
+        self._compile_args: dict[str, Any] = {"dynamic": False, "backend": compile_backend, "options": (
+            {"freezing": True} if freeze and compile_backend == "inductor" else None)}
+        self._compiled: Any = None  # built on the first compiled batch: a job that never compiles pays nothing
 
     def _autocast(self):
         if self.dtype == "fp32":
@@ -137,17 +151,46 @@ class BatchScorer:
             for start in range(0, len(indices), self.batch_size):
                 yield indices[start : start + self.batch_size]
 
+    def _unit_float(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        return tensor.float().div_(255.0) if tensor.dtype == torch.uint8 else tensor
+
     @torch.inference_mode()
     def _score_batch(self, tensors: list[torch.Tensor]) -> np.ndarray:
-        x = torch.stack(tensors).to(self.device, non_blocking=True)
+        x = torch.stack([self._unit_float(t) for t in tensors])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        network = self.network
+        n = x.shape[0]
+        if self.compile_policy is not None and self.compile_policy.observe(tuple(x.shape[1:]), n):
+            if self._compiled is None:
+                self._compiled = torch.compile(self.network, **self._compile_args)
+            network = self._compiled
+            if n < self.batch_size:  # one graph per shape: pad the last batch of a shape to full size
+                x = torch.cat([x, x[-1:].expand(self.batch_size - n, *x.shape[1:])]).contiguous(
+                    memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         with self._autocast():
-            out = self.network(x)
-        return out.float().reshape(-1).cpu().numpy()
+            out = network(x)
+        return out.float().reshape(-1)[:n].cpu().numpy()
+
+    def warm_up(self, sizes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Compile the ``(height, width)`` input sizes now (a batch of grey images each), instead of on
+        the first batch of that size; returns the sizes compiled (none without ``compile``, at most the
+        policy's ``max_shapes``). The jobs call it in each actor before its first block."""
+        done: list[tuple[int, int]] = []
+        if self.compile_policy is None:
+            return done
+        for height, width in sizes:
+            shape = (3, int(height), int(width))
+            if self.compile_policy.reserve(shape):
+                self._score_batch([torch.full(shape, 0.5)] * self.batch_size)
+                self.compile_policy.seen[shape] -= self.batch_size  # grey warm-up images are not the job's
+                done.append(shape[1:])
+        return done
 
     def score_tensors(self, tensors: Sequence[torch.Tensor]) -> list[float]:
-        """Scores of ``[3, H, W]`` float tensors in [0, 1] (any mix of sizes), in input order."""
+        """Scores of ``[3, H, W]`` tensors (any mix of sizes and devices), in input order: floats in
+        [0, 1], or uint8 (divided by 255 on the scoring device, as :func:`array_to_tensor` does)."""
         scores = np.empty(len(tensors), dtype=np.float64)
         for indices in self._batches([tuple(t.shape) for t in tensors]):
             scores[indices] = self._score_batch([tensors[i] for i in indices])

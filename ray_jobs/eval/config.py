@@ -117,4 +117,6 @@ class EvalJobConfig(JobConfig):
             resolution=self.resolution, dtype=self.dtype, batch_size=self.batch_size, block_size=self.block_size,
             actors=self.actors, gpus_per_actor=self.gpus_per_actor, cpus_per_actor=self.cpus_per_actor,
             device=self.device, max_pixels=self.max_pixels, report=False, progress_bars=self.progress_bars,
-            progress_interval_s=self.progress_interval_s)
+            progress_interval_s=self.progress_interval_s,
+            # the evaluation scorers (pyiqa's, full-reference pairs) take decoded arrays; sets are small
+            decode="cpu", compile=False)

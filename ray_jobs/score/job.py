@@ -65,10 +65,11 @@ from ray_jobs.score.output import (
     reconcile,
     record_uri,
     scan_output,
+    verify_output,
     write_identity,
 )
 from ray_jobs.score.source_kinds import list_config_source
-from ray_jobs.score.sources import Listing, check_destination, check_not_source
+from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source
 from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
@@ -107,29 +108,50 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
-    """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
+def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings, *,
+                    device_decode: bool | None = None, n_pending: int | None = None) -> dict[str, dict[str, Any]]:
+    """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret).
+
+    ``device_decode`` defaults to ``config.decode`` resolved for ``device``; ``n_pending`` (inputs to
+    score) gives each actor's compile policy its expected share.
+    """
+    on_device = config.decode_on_device(device) if device_decode is None else device_decode
+    limits = {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side}
+    expected = None if n_pending is None else -(-n_pending // config.actors)
+    scorer: dict[str, Any] = {"scorer_kwargs": config.scorer_kwargs(device, expected_images=expected),
+                              "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))}
+    if on_device:  # only then: a scorer_cls of another job (eval's) need not take these
+        scorer["decode"] = limits
+    if config.warmup_sizes:
+        scorer["warmup_sizes"] = config.warmup_sizes
     return {
-        "decode": {"max_pixels": config.max_pixels, "min_side": config.min_side, "short_side": config.short_side,
-                   "threads": config.fetch_threads, "settings": settings},
-        "scorer": {"scorer_kwargs": config.scorer_kwargs(device),
-                   "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor))},
+        "decode": {**limits, "threads": config.fetch_threads, "settings": settings, "device_decode": on_device},
+        "scorer": scorer,
         "write": {"dst": config.out, "settings": settings},
     }
 
 
 def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int | None, log: Log,
-             scorer_cls: type | None = None, read_stage: tuple[Callable, dict[str, Any]] | None = None
-             ) -> dict[str, Any]:
+             scorer_cls: type | None = None, read_stage: tuple[Callable, dict[str, Any]] | None = None,
+             device_decode: bool | None = None) -> dict[str, Any]:
     """Run the Ray Data pipeline over ``blocks``; return counts of this run. ``read_stage`` (function,
-    arguments) replaces fetch+decode for sources whose inputs are read in bulk (WebDataset shards)."""
+    arguments) replaces fetch+decode for sources whose inputs are read in bulk (WebDataset shards);
+    ``device_decode``: :func:`run_job`'s."""
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
 
     device, actor_args = prepare_actor_pool(config)
-    log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
-        f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
-    arguments = stage_arguments(config, device, StorageSettings.from_env())
+    try:
+        arguments = stage_arguments(config, device, StorageSettings.from_env(), device_decode=device_decode,
+                                    n_pending=n_pending)
+    except ValueError as error:
+        raise SourceError(str(error)) from None
+    on_device = arguments["decode"]["device_decode"]
     read_fn, read_args = read_stage or (fetch_and_decode_blocks, arguments["decode"])
+    read_args = {**read_args, "device_decode": on_device}
+    compiled = arguments["scorer"]["scorer_kwargs"]["compile"]
+    log(f"pipeline: fetch+{'route (baseline JPEGs decoded in the actors)' if on_device else 'decode'} on CPU "
+        f"tasks -> {config.actors} {device.upper()} actor(s) ({config.model}, {config.resolution}, {config.dtype}, "
+        f"batch {config.batch_size or 'auto'}, compile {'on' if compiled else 'off'}) -> Parquet per block")
     ds = decode_then_actors(config, blocks, read_fn, read_args, scorer_cls or BlockScorer, arguments["scorer"],
                             actor_args)
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
@@ -209,12 +231,15 @@ def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log
     return kept, dict(dropped)
 
 
-def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None) -> dict[str, Any]:
+def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None = None,
+            device_decode: bool | None = None) -> dict[str, Any]:
     """Run a score job end to end and return its record (``DST/_iqa/job.json`` when the run changed
     something; a rerun with nothing to do leaves the record and report of the real run alone).
 
     ``scorer_cls`` replaces :class:`ray_jobs.score.stages.BlockScorer` (a subclass, importable by the Ray
     workers, e.g. one that injects faults in tests); it takes the same constructor arguments.
+    ``device_decode`` overrides ``config.decode`` (tests and benchmarks: True makes actors decode JPEGs on
+    their own device even on CPU, the GPU path's structure with libjpeg-turbo standing in for nvjpeg).
 
     Raises:
         SourceError: SRC or DST cannot be used (missing bucket, wrong credentials, empty source, a file
@@ -254,7 +279,8 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
                 stage = job_wds.shard_stage(config, StorageSettings.from_env()) if shards else None
-                counts = execute_blocks(config, blocks, None if shards else n_pending, log, scorer_cls, stage)
+                counts = execute_blocks(config, blocks, None if shards else n_pending, log, scorer_cls, stage,
+                                        device_decode)
         del blocks
         verify = job_wds.verify_shards if shards else verify_output
         rows, scored, errors = verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
@@ -289,37 +315,6 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
             record["report"] = _write_report(config.out, log)
         log(f"parquet: {describe(config.out)}  run record: {record_uri(config.out)}")
     return record
-
-
-def verify_output(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
-    """Check that ``out`` holds every target input exactly once and no row of an input outside the
-    listing; return (rows of targets, scored, errors by reason)."""
-    from ray_jobs.io import iter_part_columns
-
-    seen: set[str] = set()
-    duplicates = strays = 0
-    scored = 0
-    errors: Counter[str] = Counter()
-    for table in iter_part_columns(out, ["id", "error"]):
-        for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True):
-            if id_ not in listed:
-                strays += 1
-                continue
-            if id_ in seen:
-                duplicates += 1
-                continue
-            seen.add(id_)
-            if id_ not in target_ids:
-                continue  # beyond --limit: kept from an earlier run, not counted
-            if error is None:
-                scored += 1
-            else:
-                errors[error] += 1
-    missing = len(target_ids - seen)
-    if duplicates or missing or strays:
-        raise RuntimeError(f"{out} holds {missing} inputs too few, {duplicates} duplicate rows and {strays} rows of "
-                           "inputs not in the source; run the same command again to fill the gaps")
-    return len(seen & target_ids), scored, dict(sorted(errors.items()))
 
 
 CONFIG = ScoreJobConfig

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from iqa_plugin.data.reasons import TRANSIENT
 from ray_jobs.errors import UserError
-from ray_jobs.io import META_DIR, list_parts, meta_uri, read_json, write_json
+from ray_jobs.io import META_DIR, iter_part_columns, list_parts, meta_uri, read_json, write_json
 from ray_jobs.runtime import filesystem_for, full_uri, join_uri
 
 #: The settings that make two runs' scores comparable; an output folder belongs to one value of them.
@@ -237,3 +237,32 @@ def describe(out: str) -> str:
     """``DST/part-*.parquet`` as a reader would glob it."""
     fs, root = filesystem_for(out)
     return join_uri(full_uri(fs, root), "part-*.parquet")
+
+
+def verify_output(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
+    """Check that ``out`` holds every target input exactly once and no row of an input outside the
+    listing; return (rows of targets, scored, errors by reason)."""
+    seen: set[str] = set()
+    duplicates = strays = 0
+    scored = 0
+    errors: Counter[str] = Counter()
+    for table in iter_part_columns(out, ["id", "error"]):
+        for id_, error in zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True):
+            if id_ not in listed:
+                strays += 1
+                continue
+            if id_ in seen:
+                duplicates += 1
+                continue
+            seen.add(id_)
+            if id_ not in target_ids:
+                continue  # beyond --limit: kept from an earlier run, not counted
+            if error is None:
+                scored += 1
+            else:
+                errors[error] += 1
+    missing = len(target_ids - seen)
+    if duplicates or missing or strays:
+        raise RuntimeError(f"{out} holds {missing} inputs too few, {duplicates} duplicate rows and {strays} rows of "
+                           "inputs not in the source; run the same command again to fill the gaps")
+    return len(seen & target_ids), scored, dict(sorted(errors.items()))

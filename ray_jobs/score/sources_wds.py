@@ -211,10 +211,13 @@ def _end_problem(handle: Any, offset: int) -> str | None:
 
 
 def shard_blocks(batch: pa.Table, *, block_size: int, image_extension: str | None, max_pixels: int, min_side: int,
-                 short_side: int | None, settings: StorageSettings | None = None) -> Iterator[pa.Table]:
+                 short_side: int | None, settings: StorageSettings | None = None,
+                 device_decode: bool = False) -> Iterator[pa.Table]:
     """Ray Data stage: read each shard of ``batch`` (``shard, uri, prefix``) and yield decoded job blocks
-    of up to ``block_size`` samples, keyed ``<prefix>-<n>`` and ``<prefix>-<n>-end`` for the shard's last."""
-    decode = {"max_pixels": max_pixels, "min_side": min_side, "short_side": short_side}
+    of up to ``block_size`` samples, keyed ``<prefix>-<n>`` and ``<prefix>-<n>-end`` for the shard's last
+    (``device_decode``: as :func:`ray_jobs.score.stages.decode_block`)."""
+    decode = {"max_pixels": max_pixels, "min_side": min_side, "short_side": short_side,
+              "device_decode": device_decode}
     for row in batch.to_pylist():
         chunk: list[Sample] = []
         number = 0

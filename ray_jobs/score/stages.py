@@ -6,6 +6,13 @@ across tasks, so a retried task rewrites exactly the same file with exactly the 
 
 ``fetch_and_decode_blocks`` (CPU tasks) -> ``BlockScorer`` (actor pool, GPU or CPU) -> ``write_blocks``.
 
+With device decoding (``decode: gpu``, or ``auto`` on CUDA actors) the fetch tasks pass the JPEGs a GPU
+decoder can take (:func:`iqa_plugin.data.jpeg_header.device_fallback`) still encoded (dtype
+:data:`ENCODED_JPEG`, shape and size from the header) and decode the rest as before; the actor decodes
+each block's JPEGs in one batch on its device, resizes them there, and sends any JPEG the device decoder
+refuses through the CPU decoder (:func:`decode_one`), so rows and reason codes do not depend on where
+an image was decoded.
+
 Reason codes in the ``error`` column come from the one table, :data:`iqa_plugin.data.reasons.REASONS`
 (everything else of a row is null where it cannot be known). Reading is tried once here: the storage
 client already retried transient errors (botocore, s3fs) before ``fetch_error`` is recorded.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,28 +121,46 @@ def decode_one(data: bytes, *, uri: str, max_pixels: int, min_side: int,
         return None, None, None, DECODE_ERROR
 
 
+#: ``dtype`` of an entry whose ``pixels`` are still the encoded JPEG: the scoring actor decodes it.
+ENCODED_JPEG = "jpeg"
+
+
 def fetch_and_decode_blocks(batch: pa.Table, *, max_pixels: int, min_side: int, short_side: int | None,
-                            threads: int, settings: StorageSettings | None = None) -> pa.Table:
-    """Fetch and decode every input of each job block; failures become per-input reason codes."""
+                            threads: int, settings: StorageSettings | None = None,
+                            device_decode: bool = False) -> pa.Table:
+    """Fetch and decode every input of each job block; failures become per-input reason codes.
+    ``device_decode``: JPEGs a GPU decoder can take stay encoded (:data:`ENCODED_JPEG`) for the actor."""
+    limits = {"max_pixels": max_pixels, "min_side": min_side, "short_side": short_side,
+              "device_decode": device_decode}
     tables = []
     for row in batch.to_pylist():
         uris: list[str] = row["uris"]
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
             fetched = list(pool.map(lambda uri: _fetch_one(uri, settings), uris))
-        tables.append(decode_block(row["block"], row["ids"], uris, fetched, max_pixels=max_pixels,
-                                   min_side=min_side, short_side=short_side))
+        tables.append(decode_block(row["block"], row["ids"], uris, fetched, **limits))
     if not tables:
-        return decode_block("", [], [], [], max_pixels=max_pixels, min_side=min_side, short_side=None).slice(0, 0)
+        return decode_block("", [], [], [], **{**limits, "short_side": None}).slice(0, 0)
     return pa.concat_tables(tables)
 
 
 def decode_block(block: str, ids: list[str], uris: list[str], fetched: list[tuple[bytes | None, str | None]], *,
-                 max_pixels: int, min_side: int, short_side: int | None) -> pa.Table:
+                 max_pixels: int, min_side: int, short_side: int | None, device_decode: bool = False) -> pa.Table:
     """The one-row decoded job block of inputs already fetched: ``fetched[i]`` is ``(bytes, None)`` or
-    ``(None, reason)`` for ``ids[i]`` (other sources' readers, e.g. WebDataset shards, call this too)."""
+    ``(None, reason)`` for ``ids[i]`` (other sources' readers, e.g. WebDataset shards, call this too).
+    ``device_decode``: JPEGs a GPU decoder can take stay encoded (:data:`ENCODED_JPEG`) for the actor."""
+    from iqa_plugin.data.jpeg_header import route_jpeg
+
     sizes, widths, heights, errors, pixels, shapes, dtypes = [], [], [], [], [], [], []
     for uri, (data, reason) in zip(uris, fetched, strict=True):
         array = width = height = None
+        if data is not None and device_decode:
+            header, fallback = route_jpeg(data, max_pixels=max_pixels, min_side=min_side)
+            if header is not None and fallback is None:  # the actor decodes it, on its device
+                for column, value in ((sizes, len(data)), (widths, header.width), (heights, header.height),
+                                      (errors, None), (pixels, data), (shapes, [header.height, header.width, 3]),
+                                      (dtypes, ENCODED_JPEG)):
+                    column.append(value)
+                continue
         if data is not None:
             array, width, height, reason = decode_one(
                 data, uri=uri, max_pixels=max_pixels, min_side=min_side, short_side=short_side)
@@ -161,12 +187,19 @@ class BlockScorer:
     Args:
         scorer_kwargs: keyword arguments of :class:`iqa_plugin.inference.scorer.BatchScorer`.
         torch_threads: intra-op threads on CPU (Ray sets ``OMP_NUM_THREADS`` to the actor's CPUs).
+        decode: with device decoding, the fetch stage's ``{max_pixels, min_side, short_side}``: encoded
+            JPEGs (:data:`ENCODED_JPEG`) are decoded on the scorer's device, anything it refuses on the CPU.
+        warmup_sizes: ``(height, width)`` input sizes compiled before the first block (with ``compile``).
 
     The weights are the ones the driver already resolved into the plugin's cache (``check_weights``); on
     another node the plugin resolves them again with that node's own environment and credentials.
     """
 
-    def __init__(self, scorer_kwargs: dict[str, Any], torch_threads: int | None = None) -> None:
+    decode: dict[str, Any] | None = None
+    jpeg_decoder: Any = None
+
+    def __init__(self, scorer_kwargs: dict[str, Any], torch_threads: int | None = None,
+                 decode: dict[str, Any] | None = None, warmup_sizes: Sequence[tuple[int, int]] = ()) -> None:
         import torch
 
         from iqa_plugin.inference.scorer import BatchScorer
@@ -176,20 +209,63 @@ class BlockScorer:
             torch.set_num_threads(int(torch_threads))
         model = kwargs.pop("model")
         self.scorer = BatchScorer(model, **kwargs)
+        if self.scorer.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # batches hold one shape, and shapes repeat over a job
         self.model_name = str(self.scorer.model_name)
         self.weights_sha256 = self.scorer.weights_sha256
+        self.decode = decode
+        if decode is not None:
+            self.jpeg_decoder = self.make_jpeg_decoder(self.scorer.device)
+        if warmup_sizes:
+            self.scorer.warm_up(warmup_sizes)
 
-    def _score(self, arrays: list[np.ndarray]) -> list[float | None]:
+    def make_jpeg_decoder(self, device: Any) -> Any:
+        """The batched JPEG decoder on ``device`` (:data:`iqa_plugin.data.device_decode.JpegBatchDecoder`):
+        torchvision's (nvjpeg on CUDA). Subclasses inject another (tests: one that refuses some images)."""
+        from iqa_plugin.data.device_decode import torchvision_jpeg_decoder
+
+        return torchvision_jpeg_decoder(device)
+
+    def _score_images(self, images: list[Any]) -> list[float]:
+        if all(isinstance(image, np.ndarray) for image in images):
+            return self.scorer.score_arrays(images)
+        from iqa_plugin.data.images import array_to_tensor
+
+        return self.scorer.score_tensors([array_to_tensor(image) if isinstance(image, np.ndarray) else image
+                                          for image in images])
+
+    def _score(self, arrays: list[Any]) -> list[float | None]:
+        """Scores of decoded images (arrays, or uint8 tensors decoded on the device); None where it fails."""
         try:
-            return [float(s) for s in self.scorer.score_arrays(arrays)]
+            return [float(s) for s in self._score_images(arrays)]
         except Exception:
             scores: list[float | None] = []
             for array in arrays:  # isolate the image the model cannot take
                 try:
-                    scores.append(float(self.scorer.score_arrays([array])[0]))
+                    scores.append(float(self._score_images([array])[0]))
                 except Exception:
                     scores.append(None)
             return scores
+
+    def _decode_on_device(self, encoded: dict[int, tuple[bytes, str, list[int]]], images: dict[int, Any],
+                          errors: list[str | None], widths: list[int | None], heights: list[int | None]) -> None:
+        """Decode the block's encoded JPEGs (index -> (bytes, uri, shape)) in one device batch into
+        ``images``; each one the device refuses takes the CPU path, its reason included."""
+        from iqa_plugin.data.device_decode import decode_jpegs, resize_uint8_short_side
+
+        assert self.decode is not None
+        indices = list(encoded)
+        decoded = decode_jpegs([encoded[j][0] for j in indices], self.jpeg_decoder,
+                               expected_sizes=[tuple(encoded[j][2][:2]) for j in indices])
+        short_side = self.decode["short_side"]
+        for j, image in zip(indices, decoded, strict=True):
+            if image is not None:
+                images[j] = image if short_side is None else resize_uint8_short_side(image, short_side)
+                continue
+            data, uri, _ = encoded[j]
+            array, widths[j], heights[j], errors[j] = decode_one(data, uri=uri, **self.decode)
+            if array is not None:
+                images[j] = array
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         columns: dict[str, list[Any]] = {name: batch.column(name).to_pylist() for name in ("block",
@@ -201,11 +277,20 @@ class BlockScorer:
         for i in range(batch.num_rows):
             row_pixels = pixel_lists[i].values
             errors = columns["error"][i]
-            index = [j for j, err in enumerate(errors) if err is None]
-            arrays = [np.frombuffer(row_pixels[j].as_buffer(), dtype=dtypes[i][j]).reshape(shapes[i][j])
-                      for j in index]
+            images: dict[int, Any] = {}
+            encoded: dict[int, tuple[bytes, str, list[int]]] = {}
+            for j, err in enumerate(errors):
+                if err is not None:
+                    continue
+                if dtypes[i][j] == ENCODED_JPEG:
+                    encoded[j] = (row_pixels[j].as_py(), columns["uris"][i][j], shapes[i][j])
+                else:
+                    images[j] = np.frombuffer(row_pixels[j].as_buffer(), dtype=dtypes[i][j]).reshape(shapes[i][j])
+            if encoded:
+                self._decode_on_device(encoded, images, errors, columns["width"][i], columns["height"][i])
+            index = sorted(images)
             scores: list[float | None] = [None] * len(errors)
-            for j, score in zip(index, self._score(arrays) if arrays else [], strict=True):
+            for j, score in zip(index, self._score([images[j] for j in index]) if index else [], strict=True):
                 if score is None or not np.isfinite(score):
                     errors[j] = SCORE_ERROR
                     columns["width"][i][j] = columns["height"][i][j] = None

@@ -51,8 +51,16 @@ from ray_jobs.io import meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
 from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
 from ray_jobs.runtime import StorageSettings, ensure_ray, filesystem_for, join_uri, redact
-from ray_jobs.score.job import plan_blocks, verify_output
-from ray_jobs.score.output import check_identity, describe, drop_all, reconcile, scan_output, write_identity
+from ray_jobs.score.job import plan_blocks
+from ray_jobs.score.output import (
+    check_identity,
+    describe,
+    drop_all,
+    reconcile,
+    scan_output,
+    verify_output,
+    write_identity,
+)
 from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
 from ray_jobs.upscale.config import UpscaleJobConfig
 from ray_jobs.upscale.stages import IMAGES_DIR, INDEX_DIR, output_name
