@@ -17,7 +17,9 @@ The driver opens the dataset memory-mapped and holds only the ids; each worker o
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import threading
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
@@ -32,6 +34,10 @@ HUB_PREFIX = "hf:"  # as in iqa_plugin.eval.hf_datasets; the URL form below is a
 HUB_URL_PREFIX = "hf://datasets/"
 ROW_SCHEME = "hf-row:"
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
+
+_log = logging.getLogger(__name__)
+_OPEN_LOCK = threading.Lock()  # the fetch threads of one worker ask for the dataset at once: open it once
+_OPEN_FAILURES_LOGGED: set[tuple[str, str | None]] = set()
 
 
 def is_saved_dataset(src: str) -> bool:
@@ -59,8 +65,13 @@ def location_of(src: str) -> tuple[str, str]:
 def _load(kind: str, location: str, split: str | None, settings: StorageSettings | None = None) -> Any:
     """The Dataset or DatasetDict at ``location`` (datasets' own loaders; memory-mapped Arrow)."""
     import datasets
+    from tqdm import tqdm
 
     datasets.disable_progress_bars()
+    # datasets loads through tqdm's thread_map, whose ensure_lock deletes tqdm's class lock on exit when there
+    # was none before: two loads at once in one process then fail with "type object 'tqdm' has no attribute
+    # '_lock'" (tqdm#982, datasets#7660). A lock that exists up front is never deleted.
+    tqdm.get_lock()
     if kind == "hub":
         return datasets.load_dataset(location, split=split)
     if kind == "disk":
@@ -173,10 +184,27 @@ def list_dataset(src: str, *, split: str | None, image_column: str | None, id_co
 
 
 @functools.lru_cache(maxsize=4)
-def _arrow_rows(src: str, split: str | None) -> Any:
-    """The dataset in Arrow format, opened once per worker process (memory-mapped, so cheap to keep)."""
+def _open_arrow_rows(src: str, split: str | None) -> Any:
     dataset, _ = open_dataset(src, split)
     return dataset.with_format("arrow")
+
+
+def _arrow_rows(src: str, split: str | None) -> Any:
+    """The dataset in Arrow format, opened once per worker process (memory-mapped, so cheap to keep).
+
+    A failed open is not cached (the next row tries again) and is logged once per worker with its cause,
+    since every row of the dataset then gets ``fetch_error``.
+    """
+    with _OPEN_LOCK:  # lru_cache alone lets every thread that misses at once open the dataset too
+        try:
+            return _open_arrow_rows(src, split)
+        except Exception as error:
+            if (src, split) not in _OPEN_FAILURES_LOGGED:
+                _OPEN_FAILURES_LOGGED.add((src, split))
+                cause = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                _log.warning("%s", redact(f"cannot open the Hugging Face dataset {src} (split {split}) in this "
+                                          f"worker; its rows get fetch_error and a rerun retries them: {cause}"))
+            raise
 
 
 def fetch_row_bytes(uri: str, settings: StorageSettings | None = None) -> bytes:

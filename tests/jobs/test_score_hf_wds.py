@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickle
+import shutil
 import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,12 +20,13 @@ from ray_jobs.curate import curate
 from ray_jobs.errors import UserError
 from ray_jobs.io import list_parts
 from ray_jobs.runtime import StorageSettings
+from ray_jobs.score import sources_hf
 from ray_jobs.score.job import plan_blocks, run_job
 from ray_jobs.score.job_wds import shard_stage
 from ray_jobs.score.source_kinds import list_config_source
 from ray_jobs.score.sources import SourceError
 from ray_jobs.score.sources_wds import iter_samples
-from ray_jobs.score.stages import fetch_and_decode_blocks
+from ray_jobs.score.stages import FetchError, fetch_and_decode_blocks
 from tests.helpers import encode, fast_config, good_images, read_output, wds_tar
 
 SECRET = "Sup3rSecretValue-do-not-print"
@@ -136,6 +141,49 @@ def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_p
     assert dict(zip(got["name"], got["score"], strict=True)) == expected
     assert got["name"] == sorted(expected)  # the dataset's own order
     assert all(image.size == (96, 64) for image in got["image"])  # images embedded, decodable
+
+
+def test_rows_fetched_by_many_threads_open_the_dataset_once_and_a_failed_open_is_logged_once(
+        tmp_path, photos, monkeypatch, caplog):
+    import datasets
+    import tqdm.auto
+    from datasets.utils import tqdm as hf_tqdm
+
+    images = list(good_images(photos, 6).values())
+    folder = tmp_path / SECRET / "ds"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text("{ not json")  # a save_to_disk folder that cannot be opened
+    (folder / "dataset_info.json").write_text("{}")
+    uris = [sources_hf.row_uri(str(folder), None, "image", i) for i in range(6)]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    sources_hf._open_arrow_rows.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=sources_hf.__name__):
+        for uri in uris:
+            with pytest.raises(FetchError) as failed:
+                sources_hf.fetch_row_bytes(uri)
+            assert failed.value.reason == "fetch_error"
+    logged = [record.getMessage() for record in caplog.records if record.name == sources_hf.__name__]
+    assert len(logged) == 1 and "SourceError: " in logged[0] and "JSONDecodeError" in logged[0]  # type + cause
+    assert SECRET not in logged[0] and "***" in logged[0] and "\n" not in logged[0]
+
+    shutil.rmtree(folder)  # fetch_error is transient: once the dataset is readable the same rows are fetched
+    features = datasets.Features({"image": datasets.Image()})
+    datasets.Dataset.from_dict({"image": [{"bytes": data, "path": None} for data in images]},
+                               features=features).save_to_disk(str(folder))
+    for cls in (tqdm.tqdm, tqdm.auto.tqdm, hf_tqdm):  # as in a fresh worker: tqdm has made no lock yet
+        monkeypatch.delattr(cls, "_lock", raising=False)
+    opened, load = [], datasets.load_from_disk
+
+    def slow_load(*args, **kwargs):  # every fetch thread asks while the first open is under way
+        opened.append(args[0])
+        time.sleep(0.3)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_from_disk", slow_load)
+    with ThreadPoolExecutor(len(uris)) as pool:
+        assert list(pool.map(sources_hf.fetch_row_bytes, uris)) == images
+    assert len(opened) == 1  # one open per worker process, not one per thread (datasets' loader is not thread-safe)
+    assert getattr(tqdm.tqdm, "_lock", None) is not None  # kept, so a concurrent load cannot delete it under another
 
 
 def test_webdataset_shards_on_s3_exactly_once_resume_and_written_back(s3, ray_local, fabricated, photos):
