@@ -80,7 +80,8 @@ def test_resume_from_state_dict_continues_identically(clip):
     torch.manual_seed(5)
     got = resumed.step(_batch(3))
     assert got == pytest.approx(expected, rel=1e-5)
-    assert set(state) == {"steps_done", "generator", "feat_d", "tg_d", "optimizers", "schedulers", "generator_ema"}
+    assert set(state) == {"steps_done", "rng", "generator", "feat_d", "tg_d", "optimizers", "schedulers",
+                          "generator_ema"}
 
 
 def test_lr_is_made_from_hr_and_the_config_rejects_unknown_keys():
