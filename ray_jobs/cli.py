@@ -59,7 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("ray_jobs.curate", "keep the best-scored images from a score job's output"),
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
     "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
-    "train": ("ray_jobs.train.job", "train a recipe (qualiclip) on degradation shards with Ray Train"),
+    "train": ("ray_jobs.train.job", "train a recipe (qualiclip, sfd) on shards with Ray Train"),
     "eval": ("ray_jobs.eval.job", "correlation of metrics with human scores (SRCC/KRCC/PLCC) on a dataset or --synthetic"),
 }
 
