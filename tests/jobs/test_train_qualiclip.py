@@ -88,12 +88,20 @@ def _recorded_step(run_dir) -> int | None:
     return int(latest["checkpoint_dir_name"].removeprefix("step_")) if latest else None
 
 
-def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local):
+@pytest.mark.parametrize("recipe", ["qualiclip", "sfd"])
+def test_killed_driver_resumes_with_the_same_command(recipe, request, tmp_path, ray_local):
+    from tests.jobs.conftest import SFD_TINY_RECIPE
+
+    shards = request.getfixturevalue("shards" if recipe == "qualiclip" else "sr_shards")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "ray_jobs.train", "qualiclip", "--shards", shards, "--out", str(out),
+    extra = []
+    if recipe == "sfd":  # the recipe's own fields come from YAML; the SFD warm-up ends at step 2
+        (tmp_path / "sfd.yaml").write_text(json.dumps({"recipe": SFD_TINY_RECIPE}))  # JSON is YAML
+        extra = ["--config", str(tmp_path / "sfd.yaml")]
+    command = [sys.executable, "-m", "ray_jobs.train", recipe, "--shards", shards, "--out", str(out),
                "--workers", "2", "--batch-size", "2", "--steps", "8", "--report-every", "2",
                "--checkpoint-every", "2", "--validate-every", "0", "--validation-crop", "48",
-               "--export-name", "qualiclip-test-driver"]  # fmt: skip
+               "--export-name", f"{recipe}-test-driver", *extra]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
@@ -106,13 +114,13 @@ def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local
     recorded = _recorded_step(out / "run")  # what Ray Train restores from (read after the driver is dead)
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    step = int(re.search(r"resuming qualiclip run .* from step (\d+)", again.stdout).group(1))
+    step = int(re.search(rf"resuming {recipe} run .* from step (\d+)", again.stdout).group(1))
     started = [int(s) for s in re.findall(r"workers started at step (\d+)", again.stdout)]
     assert recorded is not None and recorded >= 2 and step >= recorded, again.stdout
     assert started == [recorded], again.stdout  # the workers really resumed from the recorded checkpoint
     reported = [int(s) for s in re.findall(r"iqa train: step (\d+)/8", again.stdout)]
     assert reported and reported[0] == recorded + 2 and reported[-1] == 8, again.stdout
-    assert (out / "export" / "qualiclip-test-driver.safetensors").is_file()
+    assert (out / "export" / f"{recipe}-test-driver.safetensors").is_file()
     assert "done: 8 steps" in again.stdout
 
 
