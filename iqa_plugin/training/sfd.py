@@ -68,7 +68,8 @@ class SFDConfig(BaseModel):
                                            "by lr_gamma (SeD: 300k steps halved at 100k and 200k).")
     lr_gamma: float = Field(0.5, gt=0, description="lr factor at each milestone (SeD: 0.5).")
     pixel_weight: float = Field(1.0, ge=0, description="L1 weight (SeD: 1.0).")
-    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0).")
+    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0); 0 "
+                                     "skips the perceptual network's two forward passes.")
     perceptual_backbone: Literal["auto", "vgg19", "clip"] = Field(
         "auto", description="VGG19 conv5_4 when its file is on this machine, else the frozen CLIP's stages.")
     feat_adv_weight: float = Field(0.005, ge=0, description="Feat-D adversarial weight. SeD's single GAN term is "
@@ -205,7 +206,7 @@ class SFDTrainer:
         fake = self.clip(sr)
         losses = {
             "loss_pixel": c.pixel_weight * pixel_loss(sr, hr),
-            "loss_perceptual": c.perceptual_weight * self.perceptual(sr, hr),
+            "loss_perceptual": c.perceptual_weight * self.perceptual(sr, hr) if c.perceptual_weight else sr.new_zeros(()),
             "loss_g_feat": c.feat_adv_weight * generator_loss(_unwrap(self.feat_d)(fake.stages), c.gan_type),
             "loss_g_tg": c.tg_adv_weight * generator_loss(_unwrap(self.tg_d)(fake.embedding), c.gan_type),
         }
