@@ -99,7 +99,7 @@ def _calibrated_clip(root: Path, shards_photos: list, patches: int = 128) -> str
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    hr = _random_patches(shards_photos, patches, seed=1)
+    hr = random_patches(shards_photos, patches, seed=1)
     with torch.no_grad():
         for i in range(0, len(hr), 16):
             tower.features(hr[i : i + 16], ("layer4",))
@@ -109,7 +109,8 @@ def _calibrated_clip(root: Path, shards_photos: list, patches: int = 128) -> str
     return str(path)
 
 
-def _random_patches(images: list, count: int, seed: int):
+def random_patches(images: list, count: int, seed: int, side: int = HR_SIZE):
+    """``[count, 3, side, side]`` crops at random places, cycling over ``images`` (seeded)."""
     import torch
 
     rng = torch.Generator().manual_seed(seed)
@@ -117,9 +118,9 @@ def _random_patches(images: list, count: int, seed: int):
     for k in range(count):
         image = images[k % len(images)]
         _, h, w = image.shape
-        y = int(torch.randint(0, h - HR_SIZE + 1, (1,), generator=rng))
-        x = int(torch.randint(0, w - HR_SIZE + 1, (1,), generator=rng))
-        out.append(image[:, y : y + HR_SIZE, x : x + HR_SIZE])
+        y = int(torch.randint(0, h - side + 1, (1,), generator=rng))
+        x = int(torch.randint(0, w - side + 1, (1,), generator=rng))
+        out.append(image[:, y : y + side, x : x + side])
     return torch.stack(out)
 
 
@@ -158,7 +159,7 @@ def _patch_pairs(generator, images, count: int, seed: int = 0):
 
     from iqa_plugin.data.degradations.sr import downscale_bicubic
 
-    hr = _random_patches(images, count * len(images), seed)
+    hr = random_patches(images, count * len(images), seed)
     with torch.no_grad():
         sr = torch.cat([generator(downscale_bicubic(hr[i : i + 16], 4)).clamp(0, 1) for i in range(0, len(hr), 16)])
     return hr, sr

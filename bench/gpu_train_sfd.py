@@ -23,21 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _patches(count: int, side: int, device: str):
-    import torch
-
+    from bench.bench_train_sfd import random_patches
     from iqa_plugin.data.images import load_image, resize_short_side
     from iqa_plugin.testing import real_photo_paths
 
     photos = [resize_short_side(load_image(p), max(side + 1, 400)) for p in real_photo_paths()]
-    rng = torch.Generator().manual_seed(0)
-    out = []
-    for index in range(count):
-        image = photos[index % len(photos)]
-        _, h, w = image.shape
-        y = int(torch.randint(0, h - side + 1, (1,), generator=rng))
-        x = int(torch.randint(0, w - side + 1, (1,), generator=rng))
-        out.append(image[:, y : y + side, x : x + side])
-    return torch.stack(out).to(device)
+    return random_patches(photos, count, seed=0, side=side).to(device)
 
 
 def _rate(trainer, pool, batch: int, steps: int) -> float:
