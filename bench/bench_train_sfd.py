@@ -254,7 +254,7 @@ def main() -> int:
         return code
     lines = tee.lines.getvalue().splitlines()
     gan_lines = [line for line in lines if "[gan]" in line]
-    reported = [float(v) for line in gan_lines for v in re.findall(r"(?<![\w/])(-?\d+\.\d+|nan|inf)", line.split("|")[0])]
+    reported = [float(v) for line in gan_lines for v in re.findall(r"(?<![\w/])(-?\d+\.\d+|nan|inf)", line)]
     finite = all(v == v and abs(v) != float("inf") for v in reported)
     rates = {phase: [float(m) for line in lines if phase in line for m in re.findall(r"([\d.]+) samples/s", line)]
              for phase in ("[warm-up]", "[gan]")}
