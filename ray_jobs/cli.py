@@ -60,7 +60,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
     "upscale": ("ray_jobs.upscale.job", "super-resolve an image collection (folder, s3:// prefix or manifest) with Ray"),
     "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
-    "train": ("ray_jobs.train.job", "train a recipe (qualiclip) on degradation shards with Ray Train"),
+    "train": ("ray_jobs.train.job", "train a recipe (qualiclip, sfd) on shards with Ray Train"),
     "eval": ("ray_jobs.eval.job", "correlation of metrics with human scores (SRCC/KRCC/PLCC) on a dataset or --synthetic"),
 }
 

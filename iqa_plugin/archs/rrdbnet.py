@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,12 @@ class RRDBNet(nn.Module):
         unshuffle: pixel-unshuffle factor on the input (1 in the official layout; BasicSR's x2 models use 2
             and its x1 models 4, then upsample by ``scale * unshuffle``).
         in_channels / out_channels: 3 for RGB.
+        residual: ``'none'`` (ESRGAN/SFD: the network outputs the image) or ``'bicubic'``: the network
+            outputs a correction added to the bicubic upscaling of its input, and ``conv_last`` starts at
+            zero, so an untrained network *is* bicubic upscaling (VDSR's global residual learning, Kim et
+            al. 2016; a small generator trained for minutes then starts from bicubic quality instead of
+            having to learn it). The state dict is the same in both modes; a card's ``arch_options`` say
+            which one a file was trained with.
     """
 
     def __init__(
@@ -84,8 +90,13 @@ class RRDBNet(nn.Module):
         unshuffle: int = 1,
         in_channels: int = 3,
         out_channels: int = 3,
+        residual: Literal["none", "bicubic"] = "none",
     ) -> None:
         super().__init__()
+        if residual not in ("none", "bicubic"):
+            raise ValueError(f"residual={residual!r}: expected 'none' (ESRGAN/SFD) or 'bicubic' (VDSR-style)")
+        if residual == "bicubic" and (in_channels != 3 or out_channels != 3):
+            raise ValueError("residual='bicubic' needs in_channels == out_channels == 3")
         ups = math.log2(scale * unshuffle)
         if scale < 1 or unshuffle < 1 or ups != int(ups):
             raise ValueError(
@@ -93,6 +104,8 @@ class RRDBNet(nn.Module):
                 "(official layout: scale 2 or 4, unshuffle 1; BasicSR x2: scale 2, unshuffle 2)"
             )
         self.scale, self.unshuffle, self.upsamplings = scale, unshuffle, int(ups)
+        self.residual = residual
+        #: the shape-defining options (what :func:`config_from_state_dict` can read back from a file)
         self.config = {"scale": scale, "features": features, "blocks": blocks, "growth": growth,
                        "unshuffle": unshuffle, "in_channels": in_channels, "out_channels": out_channels}
         self.conv_first = nn.Conv2d(in_channels * unshuffle**2, features, 3, 1, 1)
@@ -102,6 +115,9 @@ class RRDBNet(nn.Module):
             setattr(self, f"upconv{i}", nn.Conv2d(features, features, 3, 1, 1))
         self.HRconv = nn.Conv2d(features, features, 3, 1, 1)
         self.conv_last = nn.Conv2d(features, out_channels, 3, 1, 1)
+        if residual == "bicubic":
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def load_card_weights(self, files: Mapping[str, Path], card: ModelCard) -> None:
         """Load the card's ``'model'`` file in either layout (the builder's hook for published files); the
@@ -125,13 +141,17 @@ class RRDBNet(nn.Module):
         self.load_state_dict(tensors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x
         if self.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.unshuffle)
         fea = self.conv_first(x)
         fea = fea + self.trunk_conv(self.RRDB_trunk(fea))
         for i in range(1, self.upsamplings + 1):
             fea = F.leaky_relu(getattr(self, f"upconv{i}")(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
-        return self.conv_last(F.leaky_relu(self.HRconv(fea), 0.2))
+        out = self.conv_last(F.leaky_relu(self.HRconv(fea), 0.2))
+        if self.residual == "bicubic":
+            out = out + F.interpolate(base, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out
 
 
 # BasicSR name -> official name, applied to each dotted key in order.
@@ -192,8 +212,9 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], source: str = "<st
 
 
 def rrdbnet_from_state_dict(state: Mapping[str, object], source: str = "<state dict>",
-                            scale: int | None = None) -> RRDBNet:
-    """An RRDBNet built to the checkpoint's shapes with its weights loaded (either layout).
+                            scale: int | None = None, residual: Literal["none", "bicubic"] = "none") -> RRDBNet:
+    """An RRDBNet built to the checkpoint's shapes with its weights loaded (either layout). ``residual``
+    cannot be read from the tensors: pass the mode the file was trained with (see :class:`RRDBNet`).
 
     Raises:
         ValueError: not an RRDBNet checkpoint, or its scale differs from ``scale`` when one is asked for.
@@ -205,7 +226,7 @@ def rrdbnet_from_state_dict(state: Mapping[str, object], source: str = "<state d
             f"{source}: this generator upscales x{config['scale']}, but x{scale} was asked for; "
             f"pass scale={config['scale']} or a x{scale} checkpoint"
         )
-    net = RRDBNet(**config)
+    net = RRDBNet(**config, residual=residual)
     missing, unexpected = net.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(

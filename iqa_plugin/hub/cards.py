@@ -141,7 +141,10 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    kind: Literal["metric", "sr", "backbone"]
+    kind: Literal["metric", "sr", "backbone", "discriminator"] = Field(
+        description="metric (served by pyiqa), sr (create_sr_model, iqa upscale), backbone (a network other "
+        "models build on), discriminator (SFD's trained Feat-D + LPP, which the SFD-IQA metric reads)."
+    )
     arch: str = Field(min_length=1)
     arch_options: dict[str, Any] = Field(default_factory=dict)
     weights: dict[str, WeightFile]

@@ -12,6 +12,7 @@ description gives the default's source.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -46,6 +47,11 @@ class SFDConfig(BaseModel):
     features: PositiveInt = Field(64, description="RRDBNet width (ESRGAN/SFD: 64).")
     blocks: PositiveInt = Field(23, description="RRDB blocks (ESRGAN/SFD: 23).")
     growth: PositiveInt = Field(32, description="Dense growth channels (ESRGAN/SFD: 32).")
+    residual: Literal["none", "bicubic"] = Field(
+        "none", description="'none': the paper's RRDBNet outputs the image. 'bicubic': it outputs a correction "
+        "added to the bicubic upscaling of its input, last conv zero-initialised (VDSR's global residual "
+        "learning, a well-known design): training starts AT bicubic quality, so a small generator trained for "
+        "minutes improves on bicubic instead of first having to learn it. Exported cards carry the mode.")
     generator_init: str | None = Field(None, description="PSNR-trained generator to start from (SeD starts from "
                                        "one); None trains the warm-up here.")
     degradation: Literal["bicubic", "realworld"] = Field(
@@ -63,7 +69,8 @@ class SFDConfig(BaseModel):
                                            "by lr_gamma (SeD: 300k steps halved at 100k and 200k).")
     lr_gamma: float = Field(0.5, gt=0, description="lr factor at each milestone (SeD: 0.5).")
     pixel_weight: float = Field(1.0, ge=0, description="L1 weight (SeD: 1.0).")
-    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0).")
+    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0); 0 "
+                                     "skips the perceptual network's two forward passes.")
     perceptual_backbone: Literal["auto", "vgg19", "clip"] = Field(
         "auto", description="VGG19 conv5_4 when its file is on this machine, else the frozen CLIP's stages.")
     feat_adv_weight: float = Field(0.005, ge=0, description="Feat-D adversarial weight. SeD's single GAN term is "
@@ -81,6 +88,9 @@ class SFDConfig(BaseModel):
     tg_logit_scale: float | None = Field(None, description="TG-D logit scale; None = CLIP's own (100).")
     ema_decay: float | None = Field(0.999, description="EMA of the generator (BasicSR: 0.999); None disables.")
     grad_clip: float | None = Field(None, description="Max gradient norm per network; None = no clipping (SeD).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast of the forward passes ('auto': on CUDA only); losses, optimisers and "
+        "weights stay fp32.")
     seed: int = Field(0, description="Seeds initialisation and the real-world degradation draws.")
 
 
@@ -113,13 +123,15 @@ class SFDTrainer:
         self.config = config = config or SFDConfig()
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
-        generator = RRDBNet(scale=config.scale, features=config.features, blocks=config.blocks, growth=config.growth)
+        generator = RRDBNet(scale=config.scale, features=config.features, blocks=config.blocks, growth=config.growth,
+                            residual=config.residual)
         if config.generator_init is not None:
             from iqa_plugin.archs.rrdbnet import rrdbnet_from_state_dict
             from iqa_plugin.hub.weights import load_checkpoint, resolve_weights
 
             path = resolve_weights(config.generator_init)
-            generator = rrdbnet_from_state_dict(load_checkpoint(path), str(path), scale=config.scale)
+            generator = rrdbnet_from_state_dict(load_checkpoint(path), str(path), scale=config.scale,
+                                                residual=config.residual)
         clip_model = clip if clip is not None else load_clip_rn50(config.clip)
         self.clip = FrozenCLIP(clip_model, config.feat_stages).to(self.device)
         self.generator = wrap(generator.to(self.device))
@@ -138,6 +150,19 @@ class SFDTrainer:
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, list(config.lr_milestones), config.lr_gamma)
                            for name, opt in self.optimizers.items()}
         self.steps_done = 0
+
+    @property
+    def step_count(self) -> int:
+        """Optimiser steps done (the training harness's name for :attr:`steps_done`)."""
+        return self.steps_done
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap the generator, Feat-D and TG-D for data parallelism (``ray.train.torch.prepare_model``: DDP
+        when there are several workers); call it after :meth:`load_state_dict`. The optimisers keep the same
+        parameters; the frozen CLIP and the EMA copy are never wrapped (nothing of theirs is synchronised)."""
+        self.generator = wrap(_unwrap(self.generator))
+        self.feat_d = wrap(_unwrap(self.feat_d))
+        self.tg_d = wrap(_unwrap(self.tg_d))
 
     @property
     def phase(self) -> str:
@@ -168,9 +193,16 @@ class SFDTrainer:
         self.steps_done += 1
         return {**metrics, "lr_g": self.optimizers["generator"].param_groups[0]["lr"], "step": self.steps_done}
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        c = self.config
+        bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     def _warmup_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         self.generator.train()
-        loss = self.config.pixel_weight * pixel_loss(self.generator(lr), hr)
+        with self._autocast():
+            sr = self.generator(lr)
+        loss = self.config.pixel_weight * pixel_loss(sr.float(), hr)
         self._update("generator", self.generator, loss)
         return {"phase": 0.0, "loss_pixel": loss.item()}
 
@@ -179,23 +211,28 @@ class SFDTrainer:
         for net in (self.generator, self.feat_d, self.tg_d):
             net.train()
         discriminators = (self.feat_d, self.tg_d)
-        for net in discriminators:
+        for net in discriminators:  # frozen and called unwrapped: DDP synchronises only their own step
             net.requires_grad_(False)
-        sr = self.generator(lr)
-        fake = self.clip(sr)
+        with self._autocast():
+            sr = self.generator(lr)
+            fake = self.clip(sr)
+            perceptual = self.perceptual(sr, hr) if c.perceptual_weight else sr.new_zeros(())
+            fake_feat, fake_tg = _unwrap(self.feat_d)(fake.stages), _unwrap(self.tg_d)(fake.embedding)
+        sr = sr.float()
         losses = {
             "loss_pixel": c.pixel_weight * pixel_loss(sr, hr),
-            "loss_perceptual": c.perceptual_weight * self.perceptual(sr, hr),
-            "loss_g_feat": c.feat_adv_weight * generator_loss(self.feat_d(fake.stages), c.gan_type),
-            "loss_g_tg": c.tg_adv_weight * generator_loss(self.tg_d(fake.embedding), c.gan_type),
+            "loss_perceptual": c.perceptual_weight * perceptual.float(),
+            "loss_g_feat": c.feat_adv_weight * generator_loss(fake_feat.float(), c.gan_type),
+            "loss_g_tg": c.tg_adv_weight * generator_loss(fake_tg.float(), c.gan_type),
         }
         self._update("generator", self.generator, sum(losses.values()))
         for net in discriminators:
             net.requires_grad_(True)
-        with torch.no_grad():  # the CLIP is frozen and the fakes are detached: no graph through it
-            both = self.clip(torch.cat([hr, sr.detach()]))  # one forward per network, as DDP wants
-        real_feat, fake_feat = self.feat_d(both.stages).chunk(2)
-        real_tg, fake_tg = self.tg_d(both.embedding).chunk(2)
+        with self._autocast():
+            with torch.no_grad():  # the CLIP is frozen and the fakes are detached: no graph through it
+                both = self.clip(torch.cat([hr, sr.detach()]))  # one forward per network, as DDP wants
+            real_feat, fake_feat = self.feat_d(both.stages).float().chunk(2)
+            real_tg, fake_tg = self.tg_d(both.embedding).float().chunk(2)
         d_feat = discriminator_loss(real_feat, fake_feat, c.gan_type)
         d_tg = discriminator_loss(real_tg, fake_tg, c.gan_type)
         self._update("feat_d", self.feat_d, d_feat)
@@ -210,10 +247,46 @@ class SFDTrainer:
         """The generator to export: the EMA copy when enabled, else the trained one (unwrapped)."""
         return self.ema.module if self.ema is not None else _unwrap(self.generator)
 
+    def generator_state(self) -> dict[str, torch.Tensor]:
+        """The exported generator's tensors in the official ESRGAN/SFD layout (EMA when enabled)."""
+        return {k: v.detach().cpu() for k, v in self.export_generator().state_dict().items()}
+
+    def generator_options(self) -> dict[str, Any]:
+        """The SR card's ``arch_options`` that rebuild the exported generator."""
+        net = _unwrap(self.generator)
+        options = {k: net.config[k] for k in ("scale", "features", "blocks", "growth")}
+        if net.unshuffle != 1:
+            options["unshuffle"] = net.unshuffle
+        return {**options, "residual": net.residual}
+
+    def discriminator_state(self) -> dict[str, torch.Tensor]:
+        """Feat-D and TG-D tensors for export: ``feat_d.*`` with spectral normalisation folded into plain
+        ``weight`` tensors (the weights the discriminator computes with in eval mode) and ``tg_d.*``."""
+        feat = _unwrap(self.feat_d)
+        training = feat.training
+        feat.eval()  # eval: spectral norm divides by its current sigma estimate without a power iteration
+        with torch.no_grad():  # (parametrize.remove_parametrizations would also strip the live module's class)
+            tensors = {f"feat_d.{name}.{part}": getattr(module, part).detach().cpu().clone()
+                       for name, module in feat.named_modules() if isinstance(module, nn.Conv2d)
+                       for part in ("weight", "bias")}
+        feat.train(training)
+        tensors.update({f"tg_d.{k}": v.detach().cpu() for k, v in _unwrap(self.tg_d).state_dict().items()})
+        return tensors
+
+    def discriminator_options(self) -> dict[str, Any]:
+        """The discriminator card's ``arch_options``: the CLIP, Feat-D's stages and sizes, TG-D's prompts."""
+        c = self.config
+        return {"clip": c.clip, "feat_stages": list(c.feat_stages), "feat_hidden": c.feat_hidden,
+                "spectral_norm_folded": c.spectral_norm, "prompt_words": list(c.prompt_words), "n_ctx": c.n_ctx,
+                "logit_scale": float(_unwrap(self.tg_d).logit_scale)}
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: every network (unwrapped), the EMA, optimisers, schedulers, step."""
+        """Everything needed to resume: every network (unwrapped), the EMA, optimisers, schedulers, step
+        and the RNG states (CPU, CUDA)."""
         state: dict[str, Any] = {
             "steps_done": self.steps_done,
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "generator": _unwrap(self.generator).state_dict(),
             "feat_d": _unwrap(self.feat_d).state_dict(),
             "tg_d": _unwrap(self.tg_d).state_dict(),
@@ -235,3 +308,8 @@ class SFDTrainer:
         if self.ema is not None and "generator_ema" in state:
             self.ema.load_state_dict(state["generator_ema"])
         self.steps_done = int(state["steps_done"])
+        rng = state.get("rng") or {}
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

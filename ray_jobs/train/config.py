@@ -16,7 +16,7 @@ class TrainJobConfig(JobConfig):
 
     job_name: ClassVar[str] = "train job"
 
-    recipe_name: Literal["qualiclip"] = Field(
+    recipe_name: Literal["qualiclip", "sfd"] = Field(
         description="what to train", json_schema_extra=cli(positional=True, metavar="RECIPE")
     )
     shards: str = Field(description="folder or fsspec prefix of the shards (iqa shards --out)")
@@ -26,7 +26,9 @@ class TrainJobConfig(JobConfig):
     cpus_per_worker: float = Field(
         0.5, gt=0.0, description="logical CPUs per worker (below 1 leaves room for Ray Data's read tasks on small machines)"
     )
-    batch_size: int = Field(4, ge=1, description="samples per worker per step (one sample = 2 crops x L levels)")
+    batch_size: int = Field(
+        4, ge=1, description="samples per worker per step (qualiclip: one sample = 2 crops x L levels; sfd: one HR patch)"
+    )
     steps: int = Field(300, ge=1, description="optimiser steps of the whole run")
     time_limit_s: float | None = Field(
         None, gt=0, description="stop (validate, export) at the first report after this many seconds of training; "
@@ -38,10 +40,14 @@ class TrainJobConfig(JobConfig):
     validate_every: int = Field(100, ge=0, description="steps between validations on held-out photos (0: only at the end)")
     validation_images: list[str] = Field(
         default_factory=list,
-        description="held-out photos (paths) for the SRCC between score and degradation level; "
+        description="held-out photos (paths): qualiclip measures the SRCC between score and degradation level, "
+        "sfd the PSNR/SSIM of x-scale upscaling next to bicubic; "
         "empty: flower.jpg and grace_hopper.jpg shipped in scikit-learn / matplotlib when installed",
     )
-    validation_crop: int = Field(96, ge=32, description="crop side of the validation images (near the training crop)")
+    validation_crop: int = Field(
+        96, ge=32, description="crop side of the validation images (qualiclip: near the training crop; sfd: the "
+        "HR crop, whose LR input is crop / scale)"
+    )
     shuffle_buffer: int = Field(64, ge=0, description="rows in each worker's local shuffle buffer (0: no shuffle)")
     seed: int = Field(0, ge=0, description="seed of shuffling and of the recipe's randomness")
     max_failures: int = Field(3, ge=0, description="worker-group restarts from the last checkpoint before the run fails")

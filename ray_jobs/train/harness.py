@@ -4,9 +4,10 @@ Each DDP rank builds the recipe (same seed, so the same initial weights), restor
 Ray Train hands one over (after a worker failure or a driver restart), reads its share of the shards
 through ``get_dataset_shard('train')``, materialises each batch on its own device and steps. Every
 ``report_every`` steps all ranks call ``ray.train.report`` (a barrier); every ``checkpoint_every`` steps
-rank 0 attaches a checkpoint named ``step_<8 digits>`` holding model, optimiser, scheduler, step, RNG
-and the data position (epoch, batches consumed in it). Rank 0 validates on held-out photos, and at the
-last step exports safetensors + card to ``<out>/export/`` before the final checkpoint.
+rank 0 attaches a checkpoint named ``step_<8 digits>`` holding the recipe's state (every network,
+optimiser, scheduler, EMA, step, RNG) and the data position (epoch, batches consumed in it). Rank 0
+validates on held-out photos, and at the last step writes the recipe's export (``RecipeSpec.export``:
+safetensors + cards) to ``<out>/export/`` before the final checkpoint.
 
 Data position on resume: the epoch's stream is re-read and the consumed batches are skipped without
 materialising them. Ray Data's streaming split does not pin rows to ranks, so the skipped rows are the
@@ -62,12 +63,12 @@ def _out_of_time(job: Any, started: float, world: int) -> bool:
     return bool(flag.item())
 
 
-def _export(job: Any, recipe: Any, validation: dict[str, float], command: str) -> str:
-    from iqa_plugin.training.export import qualiclip_card, write_export
+def _export(job: Any, spec: Any, recipe: Any, validation: dict[str, float], command: str) -> str:
+    """Write the recipe's export (``spec.export``) under ``<out>/export/``; returns the main card's URI."""
+    from iqa_plugin.training.export import write_export
     from ray_jobs.runtime import filesystem_for, full_uri, join_uri
 
     fs, root = filesystem_for(join_uri(job.out, "export"))
-    name = job.card_name()
     provenance = {
         "command": command,
         "shards": job.shards,
@@ -78,11 +79,10 @@ def _export(job: Any, recipe: Any, validation: dict[str, float], command: str) -
         "validation": {k: round(v, 4) for k, v in validation.items()},
     }
 
-    def card_for(uri: str, sha256: str, size: int) -> dict:
-        return qualiclip_card(name, uri, sha256, size, recipe.arch_options(name), provenance)
+    def write(name: str, tensors: Any, card_for: Any) -> tuple[str, str]:
+        return write_export(fs, root, name, tensors, card_for, lambda p: full_uri(fs, p))
 
-    _, card_uri = write_export(fs, root, name, recipe.export_state(), card_for, lambda p: full_uri(fs, p))
-    return card_uri
+    return spec.export(recipe, job.card_name(), provenance, write)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -144,7 +144,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 validation = validate(recipe)
                 metrics.update(validation)
             if last and rank == 0:
-                metrics["export_card"] = _export(job, recipe, validation, loop_config.get("command", ""))
+                metrics["export_card"] = _export(job, spec, recipe, validation, loop_config.get("command", ""))
             if rank == 0 and progress is not None:
                 progress.put({"event": "report", **metrics})
             report_metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -4,6 +4,8 @@
 
     iqa shards --source photos/ --out shards/ --kind qualiclip --crop 96
     iqa train qualiclip --shards shards/ --out runs/demo --workers 2 --steps 300
+    iqa shards --source photos/ --out sr-shards/ --kind sr --hr-size 128 --realworld-fraction 0
+    iqa train sfd --shards sr-shards/ --out runs/sfd --workers 2 --config sfd.yaml
     python -m ray_jobs.train qualiclip ...       # the same (ray job submit -- python -m ray_jobs.train ...)
 
 The driver builds the Ray Data dataset over the shards and runs Ray Train's ``TorchTrainer`` (DDP; gloo
@@ -63,7 +65,7 @@ def finished_card(config: TrainJobConfig) -> str | None:
     return full_uri(fs, path) if fs.exists(path) else None
 
 
-def _print_progress(queue: Any, steps: int, stop: threading.Event) -> None:
+def _print_progress(queue: Any, steps: int, stop: threading.Event, describe: Callable[[dict], str]) -> None:
     """Driver-side progress lines from rank 0's reports (worker output is not forwarded by default)."""
     from ray.util.queue import Empty
 
@@ -77,12 +79,7 @@ def _print_progress(queue: Any, steps: int, stop: threading.Event) -> None:
         if item.get("event") == "start":
             print(f"iqa train: {item['world']} workers started at step {item['step']}", flush=True)
             continue
-        line = (f"iqa train: step {item['step']}/{steps} loss {item['loss']:.4f} (cons {item['consistency']:.4f} "
-                f"pos {item['positive']:.4f} neg {item['negative']:.4f}) lr {item['lr']:.2e} "
-                f"{item['samples_per_s']:.1f} samples/s")  # fmt: skip
-        if "val_srcc" in item:
-            line += f" | val SRCC {item['val_srcc']:.3f} pristine-above {item['val_pristine_above']:.2f}"
-        print(line, flush=True)
+        print(f"iqa train: step {item['step']}/{steps} {describe(item)} {item['samples_per_s']:.1f} samples/s", flush=True)
 
 
 def _storage_path(out: str) -> str:
@@ -119,13 +116,13 @@ def _trainer(config: TrainJobConfig, dataset: Any, loop_config: dict[str, Any]) 
     )
 
 
-def _check_shards(config: TrainJobConfig) -> None:
-    """Fail before Ray starts when the shards are missing or unfinished."""
+def _check_shards(config: TrainJobConfig, spec: Any) -> None:
+    """Fail before Ray starts when the shards are missing, unfinished or unfit for the recipe."""
     from ray_jobs.shards.data import read_manifest
 
     try:
-        read_manifest(config.shards)
-    except FileNotFoundError as error:
+        spec.check_shards(read_manifest(config.shards), spec.config_class.model_validate(config.recipe))
+    except (FileNotFoundError, ValueError) as error:
         raise UserError(f"--shards {config.shards}: {error}") from None
 
 
@@ -185,7 +182,7 @@ def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None
         return None
     spec = recipe_spec(config.recipe_name)
     _check_init(config, spec)
-    _check_shards(config)
+    _check_shards(config, spec)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None
           else f"iqa train: starting {config.recipe_name} run {config.out} ({config.steps} steps, {config.workers} workers)")
@@ -199,7 +196,7 @@ def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None
         loop_config = {"job": config.model_dump(mode="json"), "progress": queue, "validation_images": images,
                        "command": command, "before_step": before_step}  # fmt: skip
         stop = threading.Event()
-        printer = threading.Thread(target=_print_progress, args=(queue, config.steps, stop), daemon=True)
+        printer = threading.Thread(target=_print_progress, args=(queue, config.steps, stop, spec.progress), daemon=True)
         printer.start()
         try:
             result = _trainer(config, _dataset(config, spec), loop_config).fit()
@@ -219,10 +216,12 @@ def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:
 
         added = add_card(card, config.register_to, force=True)  # this run's export replaces an older one
         print(f"iqa train: card registered as {added.card} (serve it with IQA_PLUGIN_REGISTRY={added.card.parent})")
-    srcc = metrics.get("val_srcc")
-    figures = f", held-out SRCC(score, level) {srcc:.3f}" if isinstance(srcc, float) else ""
-    print(f"iqa train: done: {metrics.get('step')} steps{figures}; model card {card} "
-          f"(pyiqa.create_metric('{config.card_name()}') once the card is in the registry)")  # fmt: skip
+    from ray_jobs.train.recipes import recipe_spec
+
+    spec = recipe_spec(config.recipe_name)
+    usage = spec.front_door.format(name=config.card_name())
+    print(f"iqa train: done: {metrics.get('step')} steps{spec.summary(metrics)}; model card {card} "
+          f"({usage} once the card is in the registry)")  # fmt: skip
     return 0
 
 

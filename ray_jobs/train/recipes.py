@@ -1,17 +1,23 @@
 """The recipes the one training harness can run: what each needs from the shards, and its Ray-free parts.
 
-A recipe (in :mod:`iqa_plugin.training`) provides ``step(batch) -> metrics``, ``state_dict()``,
-``load_state_dict()``, ``distribute(wrap)``, ``export_state()`` and ``arch_options(name)``; the spec here
-adds how shard rows become a batch on the worker's device, which rows it trains on, and its validation.
+A recipe (in :mod:`iqa_plugin.training`) provides ``step(batch) -> metrics``, ``step_count``,
+``state_dict()`` / ``load_state_dict()`` (every network, optimiser, EMA, step and RNG) and
+``distribute(wrap)`` (wraps each trainable network with ``ray.train.torch.prepare_model``); the spec here
+adds how shard rows become a batch on the worker's device, which rows it trains on, its validation, what
+its export writes, and how the driver prints its progress.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+
+#: ``write(name, tensors, card_for) -> (weights URI, card URI)``: one safetensors file + its card in the run's
+#: export folder, ``card_for(weights_uri, sha256, size) -> card dict`` (see ``iqa_plugin.training.export``).
+ExportWriter = Callable[[str, Mapping[str, Any], Callable[[str, str, int], dict]], tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,13 @@ class RecipeSpec:
     materialize: Callable[[dict, str], Any]  # (numpy batch of shard rows, device) -> batch
     excluded: Callable[[Any], tuple[str, ...]]  # recipe config -> distortion kinds skipped in training
     validator: Callable[[Any, list[str], int, int], Callable[[Any], dict[str, float]]]  # -> recipe -> metrics
+    #: (recipe, card name, provenance, write) -> URI of the main card, written LAST (its existence marks
+    #: the run finished); other files of the export are written before it.
+    export: Callable[[Any, str, dict[str, Any], ExportWriter], str]
+    progress: Callable[[dict[str, Any]], str]  # rank 0's reported metrics -> the middle of a progress line
+    summary: Callable[[dict[str, Any]], str]  # last metrics -> figures for the final line ('' when none)
+    front_door: str  # how the export is used, '{name}' replaced by the card name
+    check_shards: Callable[[dict[str, Any], Any], None] = lambda manifest, config: None  # ValueError: unusable
 
 
 def _qualiclip_validator(config: Any, images: list[str], crop: int, seed: int) -> Callable[[Any], dict[str, float]]:
@@ -48,6 +61,28 @@ def _qualiclip_validator(config: Any, images: list[str], crop: int, seed: int) -
     return validate
 
 
+def _qualiclip_export(recipe: Any, name: str, provenance: dict[str, Any], write: ExportWriter) -> str:
+    from iqa_plugin.training.export import qualiclip_card
+
+    def card_for(uri: str, sha256: str, size: int) -> dict:
+        return qualiclip_card(name, uri, sha256, size, recipe.arch_options(name), provenance)
+
+    return write(name, recipe.export_state(), card_for)[1]
+
+
+def _qualiclip_progress(item: dict[str, Any]) -> str:
+    line = (f"loss {item['loss']:.4f} (cons {item['consistency']:.4f} pos {item['positive']:.4f} "
+            f"neg {item['negative']:.4f}) lr {item['lr']:.2e}")  # fmt: skip
+    if "val_srcc" in item:
+        line += f" | val SRCC {item['val_srcc']:.3f} pristine-above {item['val_pristine_above']:.2f}"
+    return line
+
+
+def _qualiclip_summary(metrics: dict[str, Any]) -> str:
+    srcc = metrics.get("val_srcc")
+    return f", held-out SRCC(score, level) {srcc:.3f}" if isinstance(srcc, float) else ""
+
+
 def _qualiclip_spec() -> RecipeSpec:
     from iqa_plugin.data.materialize import materialize_qualiclip_batch
     from iqa_plugin.training.qualiclip import QualiCLIPRecipe, QualiCLIPRecipeConfig
@@ -59,10 +94,20 @@ def _qualiclip_spec() -> RecipeSpec:
         materialize=materialize_qualiclip_batch,
         excluded=lambda config: tuple(config.exclude_distortions),
         validator=_qualiclip_validator,
+        export=_qualiclip_export,
+        progress=_qualiclip_progress,
+        summary=_qualiclip_summary,
+        front_door="pyiqa.create_metric('{name}')",
     )
 
 
-_SPECS: dict[str, Callable[[], RecipeSpec]] = {"qualiclip": _qualiclip_spec}
+def _sfd_spec() -> RecipeSpec:
+    from ray_jobs.train import sfd_spec
+
+    return sfd_spec.spec()
+
+
+_SPECS: dict[str, Callable[[], RecipeSpec]] = {"qualiclip": _qualiclip_spec, "sfd": _sfd_spec}
 
 
 def recipe_spec(name: str) -> RecipeSpec:

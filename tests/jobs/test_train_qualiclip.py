@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,17 +21,10 @@ RECIPE = {"arch": "tiny", "exclude_distortions": ["lens_blur"]}
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, photos, ray_local):
     """QualiCLIP shards of two training photos (48 px crops, 8 pairs each: 16 samples)."""
-    from ray_jobs.shards.config import ShardsJobConfig
-    from ray_jobs.shards.job import run_shards_job
+    from tests.jobs.conftest import two_photo_shards
 
-    root = tmp_path_factory.mktemp("train-shards")
-    (root / "pristine").mkdir()
-    for photo in [p for p in photos if p.name not in ("flower.jpg", "grace_hopper.jpg")][:2]:
-        shutil.copyfile(photo, root / "pristine" / photo.name)
-    out = str(root / "shards")
-    run_shards_job(ShardsJobConfig(source=str(root / "pristine"), out=out, kind="qualiclip", crop=48,
-                                   samples_per_image=8, images_per_shard=1), progress=lambda line: None)  # fmt: skip
-    return out
+    return two_photo_shards(tmp_path_factory.mktemp("train-shards"), photos, kind="qualiclip", crop=48,
+                            samples_per_image=8)
 
 
 def _config(shards: str, out: str, **values):
@@ -101,12 +93,20 @@ def _recorded_step(run_dir) -> int | None:
     return int(latest["checkpoint_dir_name"].removeprefix("step_")) if latest else None
 
 
-def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local):
+@pytest.mark.parametrize("recipe", ["qualiclip", "sfd"])
+def test_killed_driver_resumes_with_the_same_command(recipe, request, tmp_path, ray_local):
+    from tests.jobs.conftest import SFD_TINY_RECIPE
+
+    shards = request.getfixturevalue("shards" if recipe == "qualiclip" else "sr_shards")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "ray_jobs.train", "qualiclip", "--shards", shards, "--out", str(out),
+    extra = []
+    if recipe == "sfd":  # the recipe's own fields come from YAML; the SFD warm-up ends at step 2
+        (tmp_path / "sfd.yaml").write_text(json.dumps({"recipe": SFD_TINY_RECIPE}))  # JSON is YAML
+        extra = ["--config", str(tmp_path / "sfd.yaml")]
+    command = [sys.executable, "-m", "ray_jobs.train", recipe, "--shards", shards, "--out", str(out),
                "--workers", "2", "--batch-size", "2", "--steps", "8", "--report-every", "2",
                "--checkpoint-every", "2", "--validate-every", "0", "--validation-crop", "48",
-               "--export-name", "qualiclip-test-driver"]  # fmt: skip
+               "--export-name", f"{recipe}-test-driver", *extra]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
@@ -119,14 +119,14 @@ def test_killed_driver_resumes_with_the_same_command(shards, tmp_path, ray_local
     recorded = _recorded_step(out / "run")  # what Ray Train restores from (read after the driver is dead)
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    step = int(re.search(r"resuming qualiclip run .* from step (\d+)", again.stdout).group(1))
+    step = int(re.search(rf"resuming {recipe} run .* from step (\d+)", again.stdout).group(1))
     started = [int(s) for s in re.findall(r"workers started at step (\d+)", again.stdout)]
     # the message names exactly the checkpoint restored, never a newer step folder Ray Train did not record
     assert recorded is not None and recorded >= 2 and step == recorded, again.stdout
     assert started == [recorded], again.stdout  # the workers really resumed from the recorded checkpoint
     reported = [int(s) for s in re.findall(r"iqa train: step (\d+)/8", again.stdout)]
     assert reported and reported[0] == recorded + 2 and reported[-1] == 8, again.stdout
-    assert (out / "export" / "qualiclip-test-driver.safetensors").is_file()
+    assert (out / "export" / f"{recipe}-test-driver.safetensors").is_file()
     assert "done: 8 steps" in again.stdout
 
 
