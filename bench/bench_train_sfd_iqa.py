@@ -30,6 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 DEMO_NAME = "sfd-iqa-demo-tiny"
 HELD_OUT = ("flower.jpg", "grace_hopper.jpg")
+CLIP_TEXT = {
+    "random": "seeded random image tower",
+    "qualiclip-demo": "the image tower of the qualiclip-demo-tiny model, embedded here; that model was trained on "
+    "all 8 package photos, the 2 held out here included",
+}
 VISION = {"layers": [1, 1, 1, 1], "width": 16, "heads": 8, "output_dim": 64}  # the QualiCLIP demo's tower
 
 
@@ -129,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     description = (
         "DEMO model, NOT the SFD paper's weights: SFD's Feat-D and learnable prompt pair trained by iqa-plugin's "
         f"SFD recipe (SFDTrainer, {args.steps} steps, {minutes:.1f} CPU minutes at {args.threads} thread(s)) on a "
-        f"tiny frozen CLIP ({args.clip} image tower {VISION}, one-layer text tower), so that the offline demo of "
-        "sfd_iqa gives meaningful scores. Use --model sfd_iqa for the paper's model once you have its file.\n"
+        f"tiny frozen CLIP ({CLIP_TEXT[args.clip]}; {VISION}; one-layer random text tower, only used in training: "
+        "the prompt pair's text features are stored), so that the offline demo of sfd_iqa gives meaningful "
+        "scores. Use --model sfd_iqa for the paper's model once you have its file.\n"
         f"trained on (package, path, sha256; resized to short side {args.short_side}, Lanczos, then random "
         f"{args.crop} px crops, real-world x2 degradation): \n"
         + "".join(f"  {p['package']} {p['path']} {p['sha256']}\n" for p in listed)
