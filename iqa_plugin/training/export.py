@@ -56,23 +56,31 @@ def qualiclip_card(
     }
 
 
+def _trained_card(name: str, kind: str, arch: str, weights: tuple[str, str, int], arch_options: Mapping[str, Any],
+                  min_side: int, description: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    uri, sha256, size = weights
+    return {
+        "name": name,
+        "kind": kind,
+        "arch": arch,
+        "arch_options": dict(arch_options),
+        "weights": {"model": {"urls": [uri], "sha256": sha256, "bytes": size, "format": "safetensors"}},
+        "license": "trained with iqa-plugin's SFD recipe; licence of the weights follows the training images",
+        "paper": "arXiv:2503.19295",
+        "input": {"color": "RGB", "value_range": [0.0, 1.0], "min_side": min_side, "resize": "native"},
+        "description": description + "\n" + _made_here(provenance),
+    }
+
+
 def sr_card(
     name: str, weights_uri: str, sha256: str, size: int, arch_options: Mapping[str, Any], provenance: Mapping[str, Any]
 ) -> dict[str, Any]:
     """An SR card (kind ``sr``, arch ``IqaPluginRRDBNet``) for a generator trained by ``iqa train sfd``:
     served by ``iqa_plugin.create_sr_model(name)`` and ``iqa upscale --model name``."""
-    return {
-        "name": name,
-        "kind": "sr",
-        "arch": "IqaPluginRRDBNet",
-        "arch_options": dict(arch_options),
-        "weights": {"model": {"urls": [weights_uri], "sha256": sha256, "bytes": size, "format": "safetensors"}},
-        "license": "trained with iqa-plugin's SFD recipe; licence of the weights follows the training images",
-        "paper": "arXiv:2503.19295",
-        "input": {"color": "RGB", "value_range": [0.0, 1.0], "min_side": 1, "resize": "native"},
-        "description": f"x{arch_options.get('scale')} RRDBNet generator trained by iqa-plugin's SFD recipe (NOT the "
-        "paper's published weights); official ESRGAN/SFD key layout.\n" + _made_here(provenance),
-    }
+    description = (f"x{arch_options.get('scale')} RRDBNet generator trained by iqa-plugin's SFD recipe (NOT the "
+                   "paper's published weights); official ESRGAN/SFD key layout.")
+    return _trained_card(name, "sr", "IqaPluginRRDBNet", (weights_uri, sha256, size), arch_options, 1, description,
+                         provenance)
 
 
 def sfd_discriminator_card(
@@ -88,19 +96,11 @@ def sfd_discriminator_card(
     a card name or file; ``null`` = random weights, a test run whose export no metric can reuse), the
     CLIP stages Feat-D reads and the head sizes.
     """
-    return {
-        "name": name,
-        "kind": "discriminator",
-        "arch": "IqaPluginSFDDiscriminators",
-        "arch_options": dict(arch_options),
-        "weights": {"model": {"urls": [weights_uri], "sha256": sha256, "bytes": size, "format": "safetensors"}},
-        "license": "trained with iqa-plugin's SFD recipe; licence of the weights follows the training images",
-        "paper": "arXiv:2503.19295",
-        "input": {"color": "RGB", "value_range": [0.0, 1.0], "min_side": 32, "resize": "native"},
-        "description": "SFD's Feat-D and learnable prompt pair (TG-D) trained by iqa-plugin (NOT the paper's "
-        "weights): the SFD-IQA metric's discriminators. Keys feat_d.* (spectral norm folded) and tg_d.*; "
-        "images in [0, 1], CLIP's mean/std applied inside.\n" + _made_here(provenance),
-    }
+    description = ("SFD's Feat-D and learnable prompt pair (TG-D) trained by iqa-plugin (NOT the paper's weights): "
+                   "the SFD-IQA metric's discriminators. Keys feat_d.* (spectral norm folded) and tg_d.*; images "
+                   "in [0, 1], CLIP's mean/std applied inside.")
+    return _trained_card(name, "discriminator", "IqaPluginSFDDiscriminators", (weights_uri, sha256, size),
+                         arch_options, 32, description, provenance)
 
 
 def write_export(

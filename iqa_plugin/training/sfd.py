@@ -12,6 +12,7 @@ description gives the default's source.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -68,7 +69,8 @@ class SFDConfig(BaseModel):
                                            "by lr_gamma (SeD: 300k steps halved at 100k and 200k).")
     lr_gamma: float = Field(0.5, gt=0, description="lr factor at each milestone (SeD: 0.5).")
     pixel_weight: float = Field(1.0, ge=0, description="L1 weight (SeD: 1.0).")
-    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0).")
+    perceptual_weight: float = Field(1.0, ge=0, description="Perceptual weight in the GAN phase (SeD: 1.0); 0 "
+                                     "skips the perceptual network's two forward passes.")
     perceptual_backbone: Literal["auto", "vgg19", "clip"] = Field(
         "auto", description="VGG19 conv5_4 when its file is on this machine, else the frozen CLIP's stages.")
     feat_adv_weight: float = Field(0.005, ge=0, description="Feat-D adversarial weight. SeD's single GAN term is "
@@ -86,6 +88,9 @@ class SFDConfig(BaseModel):
     tg_logit_scale: float | None = Field(None, description="TG-D logit scale; None = CLIP's own (100).")
     ema_decay: float | None = Field(0.999, description="EMA of the generator (BasicSR: 0.999); None disables.")
     grad_clip: float | None = Field(None, description="Max gradient norm per network; None = no clipping (SeD).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast of the forward passes ('auto': on CUDA only); losses, optimisers and "
+        "weights stay fp32.")
     seed: int = Field(0, description="Seeds initialisation and the real-world degradation draws.")
 
 
@@ -188,9 +193,16 @@ class SFDTrainer:
         self.steps_done += 1
         return {**metrics, "lr_g": self.optimizers["generator"].param_groups[0]["lr"], "step": self.steps_done}
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        c = self.config
+        bf16 = c.precision == "bf16" or (c.precision == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     def _warmup_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         self.generator.train()
-        loss = self.config.pixel_weight * pixel_loss(self.generator(lr), hr)
+        with self._autocast():
+            sr = self.generator(lr)
+        loss = self.config.pixel_weight * pixel_loss(sr.float(), hr)
         self._update("generator", self.generator, loss)
         return {"phase": 0.0, "loss_pixel": loss.item()}
 
@@ -201,21 +213,26 @@ class SFDTrainer:
         discriminators = (self.feat_d, self.tg_d)
         for net in discriminators:  # frozen and called unwrapped: DDP synchronises only their own step
             net.requires_grad_(False)
-        sr = self.generator(lr)
-        fake = self.clip(sr)
+        with self._autocast():
+            sr = self.generator(lr)
+            fake = self.clip(sr)
+            perceptual = self.perceptual(sr, hr) if c.perceptual_weight else sr.new_zeros(())
+            fake_feat, fake_tg = _unwrap(self.feat_d)(fake.stages), _unwrap(self.tg_d)(fake.embedding)
+        sr = sr.float()
         losses = {
             "loss_pixel": c.pixel_weight * pixel_loss(sr, hr),
-            "loss_perceptual": c.perceptual_weight * self.perceptual(sr, hr),
-            "loss_g_feat": c.feat_adv_weight * generator_loss(_unwrap(self.feat_d)(fake.stages), c.gan_type),
-            "loss_g_tg": c.tg_adv_weight * generator_loss(_unwrap(self.tg_d)(fake.embedding), c.gan_type),
+            "loss_perceptual": c.perceptual_weight * perceptual.float(),
+            "loss_g_feat": c.feat_adv_weight * generator_loss(fake_feat.float(), c.gan_type),
+            "loss_g_tg": c.tg_adv_weight * generator_loss(fake_tg.float(), c.gan_type),
         }
         self._update("generator", self.generator, sum(losses.values()))
         for net in discriminators:
             net.requires_grad_(True)
-        with torch.no_grad():  # the CLIP is frozen and the fakes are detached: no graph through it
-            both = self.clip(torch.cat([hr, sr.detach()]))  # one forward per network, as DDP wants
-        real_feat, fake_feat = self.feat_d(both.stages).chunk(2)
-        real_tg, fake_tg = self.tg_d(both.embedding).chunk(2)
+        with self._autocast():
+            with torch.no_grad():  # the CLIP is frozen and the fakes are detached: no graph through it
+                both = self.clip(torch.cat([hr, sr.detach()]))  # one forward per network, as DDP wants
+            real_feat, fake_feat = self.feat_d(both.stages).float().chunk(2)
+            real_tg, fake_tg = self.tg_d(both.embedding).float().chunk(2)
         d_feat = discriminator_loss(real_feat, fake_feat, c.gan_type)
         d_tg = discriminator_loss(real_tg, fake_tg, c.gan_type)
         self._update("feat_d", self.feat_d, d_feat)

@@ -12,18 +12,22 @@ SFD_TINY_RECIPE = {"features": 8, "blocks": 1, "growth": 4, "feat_hidden": 8, "n
                    "residual": "bicubic", "ema_decay": 0.9}  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def sr_shards(tmp_path_factory, photos, ray_local):
-    """SR shards (x4, 64-px HR patches, half of them real-world degraded) of two training photos: 16 samples."""
+def two_photo_shards(root, photos, **fields) -> str:
+    """Shards (``ShardsJobConfig`` ``fields``) of two training photos (never the held-out validation ones)."""
     from ray_jobs.shards.config import ShardsJobConfig
     from ray_jobs.shards.job import run_shards_job
 
-    root = tmp_path_factory.mktemp("sr-train-shards")
     (root / "pristine").mkdir()
     for photo in [p for p in photos if p.name not in ("flower.jpg", "grace_hopper.jpg")][:2]:
         shutil.copyfile(photo, root / "pristine" / photo.name)
     out = str(root / "shards")
-    run_shards_job(ShardsJobConfig(source=str(root / "pristine"), out=out, kind="sr", hr_size=64, scale=4,
-                                   samples_per_image=8, images_per_shard=1, realworld_fraction=0.5),
-                   progress=lambda line: None)  # fmt: skip
+    run_shards_job(ShardsJobConfig(source=str(root / "pristine"), out=out, images_per_shard=1, **fields),
+                   progress=lambda line: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def sr_shards(tmp_path_factory, photos, ray_local):
+    """SR shards (x4, 64-px HR patches, half of them real-world degraded) of two training photos: 16 samples."""
+    return two_photo_shards(tmp_path_factory.mktemp("sr-train-shards"), photos, kind="sr", hr_size=64, scale=4,
+                            samples_per_image=8, realworld_fraction=0.5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,17 +21,10 @@ RECIPE = {"arch": "tiny", "exclude_distortions": ["lens_blur"]}
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, photos, ray_local):
     """QualiCLIP shards of two training photos (48 px crops, 8 pairs each: 16 samples)."""
-    from ray_jobs.shards.config import ShardsJobConfig
-    from ray_jobs.shards.job import run_shards_job
+    from tests.jobs.conftest import two_photo_shards
 
-    root = tmp_path_factory.mktemp("train-shards")
-    (root / "pristine").mkdir()
-    for photo in [p for p in photos if p.name not in ("flower.jpg", "grace_hopper.jpg")][:2]:
-        shutil.copyfile(photo, root / "pristine" / photo.name)
-    out = str(root / "shards")
-    run_shards_job(ShardsJobConfig(source=str(root / "pristine"), out=out, kind="qualiclip", crop=48,
-                                   samples_per_image=8, images_per_shard=1), progress=lambda line: None)  # fmt: skip
-    return out
+    return two_photo_shards(tmp_path_factory.mktemp("train-shards"), photos, kind="qualiclip", crop=48,
+                            samples_per_image=8)
 
 
 def _config(shards: str, out: str, **values):

@@ -96,3 +96,18 @@ def test_wrong_scale_and_foreign_dicts_are_refused_with_the_fix():
 def test_impossible_scale_is_refused():
     with pytest.raises(ValueError, match="power of two"):
         RRDBNet(scale=3, **SMALL)
+
+
+def test_residual_bicubic_starts_at_bicubic_and_keeps_the_official_layout():
+    import torch.nn.functional as F
+
+    x = torch.rand(1, 3, 10, 12)
+    net = RRDBNet(scale=4, residual="bicubic", **SMALL)
+    assert torch.equal(net(x), F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False))
+    assert net.state_dict().keys() == RRDBNet(scale=4, **SMALL).state_dict().keys()
+    state = fabricated_rrdbnet_state_dict("official", scale=4, **SMALL)
+    plain, residual = rrdbnet_from_state_dict(state), rrdbnet_from_state_dict(state, residual="bicubic")
+    expected = plain(x) + F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(residual(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="residual='sum'"):
+        RRDBNet(residual="sum")

@@ -92,3 +92,12 @@ def test_lr_is_made_from_hr_and_the_config_rejects_unknown_keys():
     with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
         SFDConfig(generator_lr=1e-3)
     assert SFDConfig().feat_stages == ("layer2", "layer3") and SFDConfig().lr_g == 1e-4
+
+
+def test_bf16_autocast_steps_stay_finite_and_weights_stay_fp32(clip):
+    trainer = SFDTrainer(SFDConfig(**{**TINY, "precision": "bf16"}), clip=clip)  # the GPU path, run on CPU
+    for i in range(3):
+        metrics = trainer.step(_batch(i))
+    assert metrics["phase"] == 1.0 and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(p.dtype == torch.float32 for net in (trainer.generator, trainer.feat_d, trainer.tg_d)
+               for p in net.parameters())
