@@ -50,21 +50,10 @@ def sfd_iqa_card(
 ) -> dict[str, Any]:
     """A metric card (``iqa_plugin.hub.cards.ModelCard`` fields) serving an SFD discriminator export as
     ``pyiqa.create_metric(name)``. ``clip_weights``: the ``'clip'`` weights entry (urls, sha256, ...)."""
-    weights: dict[str, Any] = {"model": {"urls": [weights_uri], "sha256": sha256, "bytes": size,
-                                         "format": "safetensors"}}
+    from iqa_plugin.training.export import _trained_card
+
+    card = _trained_card(name, "metric", "IqaPluginSFDIQA", (weights_uri, sha256, size), arch_options, 32, "", {})
     if clip_weights is not None:
-        weights["clip"] = dict(clip_weights)
-    return {
-        "name": name,
-        "kind": "metric",
-        "arch": "IqaPluginSFDIQA",
-        "arch_options": dict(arch_options),
-        "weights": weights,
-        "license": "trained with iqa-plugin's SFD recipe; licence of the weights follows the training images",
-        "paper": "arXiv:2503.19295",
-        "input": {"color": "RGB", "value_range": [0.0, 1.0], "min_side": 32, "resize": "native"},
-        "score_range": [0.0, 1.0],
-        "lower_better": False,
-        "metric_mode": "NR",
-        "description": description,
-    }
+        card["weights"]["clip"] = dict(clip_weights)
+    card.update(score_range=[0.0, 1.0], lower_better=False, metric_mode="NR", description=description)
+    return card
