@@ -7,7 +7,8 @@ Both metrics go through the same front door (:class:`iqa_plugin.BatchScorer` on 
 network's own ``prepare_for_inference`` runs). ``--scale rn50`` (default): the published architectures
 (CLIP RN50; SFD-IQA adds Feat-D on layer2 + layer3 and the LPP head) with random weights (nothing to
 download; the cost does not depend on the values). ``--scale demo``: the two shipped demo models. Prints
-images/s of each and the ratio SFD-IQA / QualiCLIP, timed in interleaved rounds.
+images/s of each and the ratio SFD-IQA / QualiCLIP, timed in interleaved rounds, and both models' GFLOP per
+image (torch's FlopCounterMode) as the load-independent expectation of that ratio.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from bench.bench_qualiclip import interleaved, photo_batch  # noqa: E402
 from iqa_plugin.inference.scorer import BatchScorer  # noqa: E402
 
 MODELS = {"rn50": ("sfd_iqa", "qualiclip"), "demo": ("sfd-iqa-demo-tiny", "qualiclip-demo-tiny")}
+
+
+def _gflop(model: str, image: torch.Tensor, options: dict) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from iqa_plugin.build import build_network
+
+    network = build_network(model, **options)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(image[None])
+    return counter.get_total_flops() / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, ips in rate.items():
         print(f"{name:<40} {ips:>10.2f} images/s")
     sfd, qualiclip = MODELS[args.scale]
+    flops = {model: _gflop(model, images[0], options) for model in (sfd, qualiclip)}
+    print(f"GFLOP per {width}x{height} image: {sfd} {flops[sfd]:.1f}, {qualiclip} {flops[qualiclip]:.1f} "
+          f"(expected throughput ratio from the arithmetic alone: {flops[qualiclip] / flops[sfd]:.2f})")
     for dtype in args.dtypes:
         a = next(v for k, v in rate.items() if k.startswith(f"{sfd} {dtype}"))
         b = next(v for k, v in rate.items() if k.startswith(f"{qualiclip} {dtype}"))
