@@ -310,9 +310,11 @@ def fabricate_rrdbnet_checkpoint(path: str | Path, layout: str = "official", *, 
 
 def fabricate_openai_clip_archive(path: str | Path, seed: int = 0) -> Path:
     """Write a fabricated OpenAI ``RN50.pt``: a TorchScript archive of the whole CLIP RN50 in fp16 (as OpenAI
-    publishes it, about 200 MB) whose state dict has the OpenAI key names; returns its path."""
+    publishes it, about 200 MB) whose state dict has the OpenAI key names plus the model sizes OpenAI's
+    archives carry as tensors (``input_resolution``, ``context_length``, ``vocab_size``); returns its path."""
     path = Path(path)
     state = fabricated_clip_state_dict(seed)
+    state.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
 
     class _Holder(torch.nn.Module):  # the archive only has to carry the tensors under their names
         def forward(self, x: torch.Tensor) -> torch.Tensor:

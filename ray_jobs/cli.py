@@ -54,10 +54,11 @@ from ray_jobs.runtime import redact
 
 #: sub-command -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("ray_jobs.models", "list the registered models and their weights"),
+    "models": ("ray_jobs.models", "list the registered models and their weights; add a card (iqa models add CARD)"),
     "score": ("ray_jobs.score.job", "score an image collection (folder, s3:// prefix or manifest) with Ray"),
     "curate": ("ray_jobs.curate", "keep the best-scored images from a score job's output"),
     "report": ("ray_jobs.report", "write the HTML report of a score job's output"),
+    "upscale": ("ray_jobs.upscale.job", "super-resolve an image collection (folder, s3:// prefix or manifest) with Ray"),
     "shards": ("ray_jobs.shards.job", "build degradation shards for training from pristine images"),
     "train": ("ray_jobs.train.job", "train a recipe (qualiclip, sfd) on shards with Ray Train"),
     "eval": ("ray_jobs.eval.job", "correlation of metrics with human scores (SRCC/KRCC/PLCC) on a dataset or --synthetic"),

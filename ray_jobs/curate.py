@@ -97,6 +97,13 @@ class CurateConfig(JobConfig):
                                                       "never inside it)")
     copy_to: str | None = Field(default=None, description="copy the kept objects under this prefix (local or s3://...)")
     copy_workers: int = Field(default=8, ge=1, le=256, description="parallel copies")
+    write_to: str | None = Field(default=None, description="write the kept subset here in the format the source "
+                                 "came in: a Hugging Face dataset (save_to_disk, score as a new column) or "
+                                 "WebDataset shards (score added to each sample's json); see ray_jobs.curate_writeback")
+    shard_size: int = Field(default=1000, ge=1, description="samples per WebDataset shard written by --write-to "
+                            "(1000 keeps a tar of ~100 KB images near 100 MB, the size WebDataset readers stream well)")
+    score_column: str = Field(default="score", min_length=1, description="name of the score column / json key "
+                              "that --write-to adds")
 
     @model_validator(mode="after")
     def _one_selection(self) -> CurateConfig:
@@ -113,7 +120,7 @@ class CurateConfig(JobConfig):
         def where(uri: str) -> str:
             return (uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))).rstrip("/") + "/"
 
-        for name in ("out", "copy_to"):
+        for name in ("out", "copy_to", "write_to"):
             value = getattr(self, name)
             if value is not None and where(value).startswith(where(self.scores)):
                 raise ValueError(
@@ -140,6 +147,9 @@ class CurateResult(BaseModel):
     failed: int = 0
     bytes_copied: int = 0
     failures: list[str] = Field(default_factory=list)
+    write_to: str | None = None
+    written: int = 0
+    written_files: int = 0
 
 
 def _select(table, config: CurateConfig):
@@ -257,6 +267,9 @@ def curate(
     out: str | None = None,
     model: str | None = None,
     copy_workers: int = 8,
+    write_to: str | None = None,
+    shard_size: int = 1000,
+    score_column: str = "score",
 ) -> CurateResult:
     """Keep the best-scored images of the score job output ``scores`` and optionally copy them.
 
@@ -264,7 +277,9 @@ def curate(
     ceil(P% of scored) images, P in (0, 100]) selects. The kept list goes to ``out`` (default
     ``<scores>-curated/kept.parquet``, outside the scores folder); with ``copy_to`` each kept object is copied to
     ``copy_to/<its path relative to the collection's common prefix>``, skipping ones already there with
-    the same size. Raises UserError (a ValueError) on invalid options or when ``scores`` holds no part files.
+    the same size. With ``write_to`` the kept subset of a Hugging Face dataset or WebDataset source is
+    written there in its own format (:func:`ray_jobs.curate_writeback.write_back`). Raises UserError (a
+    ValueError) on invalid options or when ``scores`` holds no part files.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -272,7 +287,8 @@ def curate(
 
     config = CurateConfig.load(
         scores=scores, min_score=min_score, top_k=top_k, top_percent=top_percent, model=model,
-        out=out, copy_to=copy_to, copy_workers=copy_workers,
+        out=out, copy_to=copy_to, copy_workers=copy_workers, write_to=write_to, shard_size=shard_size,
+        score_column=score_column,
     )
     table = read_scores(scores)
     n_errors = int(pc.sum(pc.is_valid(table["error"])).as_py() or 0)
@@ -282,8 +298,16 @@ def curate(
     result = CurateResult(
         scores=scores, out=config.out or default_kept_uri(scores), n_rows=table.num_rows,
         n_scored=n_scored, n_errors=n_errors, n_kept=kept.num_rows,
-        lowest_kept_score=kept["score"][-1].as_py() if kept.num_rows else None, copy_to=copy_to,
+        lowest_kept_score=kept["score"][-1].as_py() if kept.num_rows else None, copy_to=copy_to, write_to=write_to,
     )
+    if write_to is not None:
+        from ray_jobs.curate_writeback import write_back
+
+        result.written, result.written_files = write_back(scores, kept, write_to, score_column=score_column,
+                                                          shard_size=shard_size)
+    if copy_to is not None and any(u.startswith("hf-row:") or ".tar#" in u for u in uris[:1]):
+        raise UserError(f"--copy-to copies single files, but {scores} holds rows of a Hugging Face dataset or samples "
+                        "of WebDataset shards: write the kept subset in its own format with --write-to")
     if copy_to is not None:
         names = destination_names(uris, common_root(table["uri"]))
         dests = [join_uri(copy_to, name) for name in names]
@@ -329,6 +353,8 @@ def run(config: CurateConfig) -> int:
         )
         for message in result.failures[:20]:
             print(f"  failed: {message}", file=sys.stderr)
+    if result.write_to is not None:
+        print(f"write to {result.write_to}: {result.written} samples in {result.written_files} files")
     return 1 if result.failed else 0
 
 

@@ -150,19 +150,26 @@ def summarize_parts(dst: str) -> tuple[int, int, dict[str, int]]:
     return rows, rows - sum(errors.values()), dict(sorted(errors.items()))
 
 
-def write_json(uri: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON to ``uri`` (any fsspec URI), whole or not at all."""
-    fs, path = filesystem_for(uri)
-    data = (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-    parent = path.rsplit("/", 1)[0]
+def put_bytes(uri: str, data: bytes, settings: StorageSettings | None = None) -> str:
+    """Write ``data`` to ``uri`` (any fsspec URI) whole or not at all, creating local folders; return the
+    URI a worker can open again. Local: a temporary dot-file beside it (listings skip those, should a
+    killed writer leave one), renamed; object store: one PUT."""
+    fs, path = filesystem_for(uri, settings)
+    parent, _, name = path.rpartition("/")
     if protocol_of(uri) == "file" and parent:
         fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+    return full_uri(fs, path)
+
+
+def write_json(uri: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``uri`` (any fsspec URI), whole or not at all."""
+    put_bytes(uri, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
 
 
 def read_json(uri: str) -> dict[str, Any] | None:

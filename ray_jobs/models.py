@@ -1,15 +1,18 @@
-"""``iqa models``: list the model cards this installation serves, with their weights and cache state."""
+"""``iqa models``: list the model cards this installation serves, with their weights and cache state;
+``iqa models add CARD [--registry DIR] [--force]``: put a card (e.g. a training export) where the
+registry finds it (:func:`iqa_plugin.hub.user_registry.add_card`)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from ray_jobs.cli import job_main
 from ray_jobs.config import JobConfig, cli
+from ray_jobs.errors import UserError
 
 
 class ModelsConfig(JobConfig):
@@ -17,6 +20,17 @@ class ModelsConfig(JobConfig):
 
     job_name: ClassVar[str] = "models"
 
+    action: Literal["list", "add"] = Field(
+        default="list", description="list the cards, or add CARD to the user registry",
+        json_schema_extra=cli(positional=True, metavar="{list,add}"),
+    )
+    card: str | None = Field(default=None, description="add: the card .yaml (path or fsspec URL)",
+                             json_schema_extra=cli(positional=True, metavar="CARD"))
+    registry: str | None = Field(
+        default=None, description="add: the registry folder (default: $IQA_PLUGIN_REGISTRY, else "
+        "$XDG_DATA_HOME/iqa_plugin/registry, i.e. ~/.local/share/iqa_plugin/registry)",
+    )
+    force: bool = Field(default=False, description="add: replace a different card of the same name")
     json_output: bool = Field(default=False, description="print the cards as JSON instead of a table",
                               json_schema_extra=cli(flag="--json"))
 
@@ -49,8 +63,34 @@ def _rows() -> list[dict]:
     return rows
 
 
+def add(config: ModelsConfig) -> int:
+    """``iqa models add``: check and copy the card; say how it is served; 0."""
+    from iqa_plugin import env
+    from iqa_plugin.hub.cards import CardError
+    from iqa_plugin.hub.user_registry import add_card
+    from iqa_plugin.hub.weights import WeightsError
+
+    if not config.card:
+        raise UserError("add needs CARD: iqa models add path/to/card.yaml [--registry DIR] [--force]")
+    try:
+        added = add_card(config.card, config.registry, force=config.force)
+    except (CardError, WeightsError, FileNotFoundError) as error:
+        raise UserError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())) from None
+    weights = f" with {', '.join(str(p) for p in added.weights)}" if added.weights else ""
+    print(f"iqa models: {added.name} {'added as' if added.changed else 'already in the registry:'} {added.card}{weights}")
+    served = env.extra_registry_dir()
+    if served is None or served.resolve() != added.card.parent.resolve():
+        print(f"iqa models: serve it with {env.REGISTRY_ENV}={added.card.parent}")
+    print(f"iqa models: use it with pyiqa.create_metric('{added.name}') or iqa score --model {added.name}")
+    return 0
+
+
 def run(config: ModelsConfig) -> int:
-    """Print the table (or JSON) of the cards; 0."""
+    """Print the table (or JSON) of the cards, or add one (``action='add'``); 0."""
+    if config.action == "add":
+        return add(config)
+    if config.card or config.registry or config.force:
+        raise UserError("CARD, --registry and --force go with add: iqa models add CARD [--registry DIR] [--force]")
     rows = _rows()
     if config.json_output:
         print(json.dumps(rows, indent=2))

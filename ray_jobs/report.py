@@ -43,6 +43,7 @@ header .where{color:#5b6475;margin-top:2px;word-break:break-all}
 .model b{font-size:17px}.sha{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 color:#5b6475;word-break:break-all}
 .warn{margin-top:16px;padding:10px 14px;border-radius:8px;background:#fff4e5;border:1px solid #f3c98b}
+.demo{margin-top:16px;padding:10px 14px;border-radius:8px;background:#ecfdf3;border:1px solid #abefc6}
 .cards{display:grid;grid-template-columns:repeat(5,1fr);gap:14px;margin:22px 0}
 .card,.panel{background:#fff;border:1px solid #e3e6ec;border-radius:12px;box-shadow:0 1px 2px rgba(16,24,40,.04)}
 .card{padding:14px 16px}.card .label{color:#5b6475;font-size:13px;text-transform:uppercase;letter-spacing:.04em}
@@ -190,9 +191,14 @@ def _thumbnail(uri: str) -> str | None:
     from PIL import Image, ImageOps
 
     try:
-        fs, path = filesystem_for(uri)
-        with fs.open(path, "rb") as handle:
-            data = handle.read()
+        if uri.startswith("hf-row:"):  # a Hugging Face dataset row: its image cell
+            from ray_jobs.score.stages import fetch_bytes
+
+            data = fetch_bytes(uri)
+        else:
+            fs, path = filesystem_for(uri)
+            with fs.open(path, "rb") as handle:
+                data = handle.read()
         with Image.open(io.BytesIO(data)) as opened:
             opened.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at reduced scale, much faster
             image: Image.Image = ImageOps.exif_transpose(opened)
@@ -281,6 +287,21 @@ def _card(label: str, key: str, value: str, raw: Any, sub: str = "", tone: str =
     )
 
 
+def _demo_ranking(job: dict[str, Any], ids: list[str], scores: np.ndarray) -> str:
+    """For an ``iqa score --demo`` run (its SRC is a demo folder): the sentence the command prints, how
+    often each photo scored above its own degraded copy, as a block of the page; ``""`` for any other run."""
+    from ray_jobs.score.demo import is_demo_folder, pair_ranking, ranking_sentence
+
+    src = (job.get("config") or {}).get("src")
+    if not isinstance(src, str) or not is_demo_folder(src):
+        return ""
+    wins, pairs = pair_ranking(dict(zip(ids, scores.tolist(), strict=True)))
+    if not pairs:
+        return ""
+    sentence = ranking_sentence(wins, pairs)
+    return f'<div class="demo" data-demo-wins="{wins}" data-demo-pairs="{pairs}">Demo: {_esc(sentence)}.</div>'
+
+
 def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> str:
     """The report HTML for the score job output ``dst`` (see ``write_report``)."""
     import pyarrow.compute as pc
@@ -344,6 +365,7 @@ def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> st
         _card("Throughput", "images_per_s", "-" if rate is None else f"{rate:,.1f}", rate, "images / s"),
         _card("Elapsed", "elapsed_s", _fmt_seconds(elapsed), elapsed, "wall clock"),
     ])
+    demo_html = _demo_ranking(job, scored["id"].to_pylist(), scores)
     sha_html = "<br>".join(f'<span class="sha" data-sha256="{_esc(s)}">sha256 {_esc(s)}</span>' for s in shas)
     warn_html = "".join(f'<div class="warn">{_esc(w)}</div>' for w in warnings)
     when = " → ".join(_esc(_fmt_time(job[k])) for k in ("started", "finished") if job.get(k))
@@ -353,7 +375,7 @@ def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> st
 <body><main>
 <header><h1>Image quality report</h1><div class="where">{_esc(dst)}</div>
 <div class="model"><span>model <b data-model="{_esc(", ".join(models))}">{_esc(", ".join(models))}</b></span>
-<span>{sha_html}</span></div></header>{warn_html}
+<span>{sha_html}</span></div></header>{warn_html}{demo_html}
 <section class="cards">{cards}</section>
 <div class="row"><section class="panel"><h2>Score distribution<small>{_fmt_int(n_scored)} scored images</small></h2>
 {histogram_svg(scores, digits=digits)}</section>

@@ -8,6 +8,7 @@ import http.server
 import logging
 import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,6 +23,10 @@ os.environ.pop("AWS_PROFILE", None)
 # environment (inherited from this process), never from task arguments (ray_jobs.runtime).
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+# The default user registry (iqa models add) of this test session: a fresh folder, set before any Ray starts
+# so that its workers look there too; the real user's registry is never read or written by tests.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="iqa-tests-data-")
+os.environ.pop("IQA_PLUGIN_REGISTRY", None)
 
 from iqa_plugin.testing import real_photo_paths  # noqa: E402
 

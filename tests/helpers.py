@@ -18,6 +18,7 @@ import os
 import posixpath
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,34 @@ def score_cli_with_faults(argv: list[str], **faults: Any) -> int:
     return job_main("score", argv)
 
 
+def upscale_cli_with_faults(argv: list[str], *, sleep_per_block_s: float) -> int:
+    """``python -m ray_jobs.upscale ARGV`` (the same wrapper and exit codes) with an upscaler that sleeps
+    ``sleep_per_block_s`` before each block (slows a job so a test can interrupt it)."""
+    from ray_jobs.cli import job_main
+    from ray_jobs.upscale import job
+    from ray_jobs.upscale.stages import BlockUpscaler
+
+    class SlowBlockUpscaler(BlockUpscaler):
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            time.sleep(sleep_per_block_s)
+            return super().__call__(batch)
+
+    job.run = lambda config: job.run_job(config, upscaler_cls=SlowBlockUpscaler) and 0
+    return job_main("upscale", argv)
+
+
+def wds_tar(members: list[tuple[str, bytes]]) -> bytes:
+    """A WebDataset shard in the standard layout (``<key>.<ext>`` members, a sample's members adjacent),
+    written by Python's own ``tarfile`` as the webdataset writers do."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def write_images(folder: Path, images: dict[str, bytes]) -> list[str]:
     """Write ``{relative name: bytes}`` under ``folder``; return the names sorted."""
     for name, data in images.items():
@@ -129,9 +158,10 @@ def write_images(folder: Path, images: dict[str, bytes]) -> list[str]:
     return sorted(images)
 
 
-_AUTH_SERVER = """
+_S3_SERVER = """
 import logging, os, sys
-os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
+if sys.argv[1] == "auth":
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # every request is authenticated
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 from moto.server import ThreadedMotoServer
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -143,19 +173,25 @@ sys.stdin.read()
 
 
 @contextlib.contextmanager
-def authenticating_s3() -> Iterator[str]:
-    """A moto S3 server (own process) that checks every request's credentials; yields its endpoint."""
-    server = subprocess.Popen([sys.executable, "-c", _AUTH_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+def s3_server_process(*, authenticate: bool = False) -> Iterator[str]:
+    """A moto S3 server in its own process (its memory is not the caller's); yields its endpoint. With
+    ``authenticate`` it checks every request's credentials."""
+    server = subprocess.Popen([sys.executable, "-c", _S3_SERVER, "auth" if authenticate else "open"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = ""
         while not line.startswith("ENDPOINT"):
             line = server.stdout.readline() if server.stdout else ""
-            assert line, "the authenticating S3 server did not start"
+            assert line, "the S3 server did not start"
         yield line.split()[1]
     finally:
         server.kill()
         server.wait()
+
+
+def authenticating_s3() -> contextlib.AbstractContextManager[str]:
+    """A moto S3 server (own process) that checks every request's credentials; yields its endpoint."""
+    return s3_server_process(authenticate=True)
 
 
 class UnlistableFolderFS(LocalFileSystem):

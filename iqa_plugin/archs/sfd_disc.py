@@ -20,7 +20,6 @@ CLIP (TG-D keeps a plain reference to the text tower, so its ``state_dict`` is o
 from __future__ import annotations
 
 import os
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -162,38 +161,15 @@ def load_clip_rn50(source: str | os.PathLike | None = "clip_rn50_openai") -> nn.
     """An open_clip RN50 with weights from a card name (default: OpenAI's, sha256-verified), a file, or
     random weights when ``source`` is None.
 
-    Files: OpenAI's TorchScript ``RN50.pt`` (read with ``torch.jit.load``: TorchScript, not pickled Python;
-    its sha256 is checked first when it comes from the card), a QualiCLIP.pth-layout checkpoint
-    (``clip_model.*``), or a plain OpenAI-key state dict (``.pth`` or ``.safetensors``).
+    Files (read by :func:`iqa_plugin.hub.clip_checkpoint.read_clip_checkpoint`, the reader QualiCLIP
+    training's ``init`` uses too): OpenAI's TorchScript ``RN50.pt`` (its tensors, without running it), a
+    QualiCLIP.pth-layout checkpoint (``clip_model.*``), or a plain OpenAI-key state dict.
     """
-    from iqa_plugin.hub.cards import UnknownCardError, get_card
-    from iqa_plugin.hub.weights import load_state_dict, resolve_card_weights, resolve_weights
+    from iqa_plugin.hub.clip_checkpoint import read_clip_checkpoint
 
     clip = build_rn50_clip()
     if source is None:
         return clip
-    try:
-        path = resolve_card_weights(get_card(str(source)), "model")
-    except UnknownCardError:
-        path = resolve_weights(source)
-    if _is_torchscript(path):
-        with warnings.catch_warnings():  # jit is deprecated, but OpenAI publishes its weights only this way
-            warnings.simplefilter("ignore", FutureWarning)
-            archive = torch.jit.load(str(path), map_location="cpu")
-        state = {k: v for k, v in archive.state_dict().items()
-                 if k not in ("input_resolution", "context_length", "vocab_size")}
-    else:
-        state = load_state_dict(path)
-        if any(k.startswith("clip_model.") for k in state):
-            state = {k[len("clip_model."):]: v for k, v in state.items() if k.startswith("clip_model.")}
-    load_clip_weights(clip, {k: v.float() for k, v in state.items()}, str(path))
+    checkpoint = read_clip_checkpoint(source)
+    load_clip_weights(clip, checkpoint.state, str(checkpoint.path))
     return clip
-
-
-def _is_torchscript(path: os.PathLike | str) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in archive.namelist())

@@ -36,6 +36,12 @@ _TABLE: tuple[Reason, ...] = (
     Reason("unsupported_type", "the input's Python type, dtype or pixel mode is not supported"),
     Reason("decode_error", "the decoder failed for another reason (corrupt data)"),
     Reason("score_error", "the model failed on this image or returned a non-finite score", True),
+    Reason("no_image", "the sample has no image: a WebDataset key without an image member, or an empty (null) "
+           "image cell of a dataset row"),
+    Reason("truncated_archive", "the WebDataset tar ends inside this sample (a cut upload or copy); nothing after "
+           "it exists"),
+    Reason("corrupt_archive", "the WebDataset tar is damaged here (not a tar, a bad header): this sample and the rest "
+           "of the tar cannot be read"),
 )
 
 #: code -> :class:`Reason`, in the order above.
@@ -54,6 +60,9 @@ BAD_SHAPE = "bad_shape"
 UNSUPPORTED_TYPE = "unsupported_type"
 DECODE_ERROR = "decode_error"
 SCORE_ERROR = "score_error"
+NO_IMAGE = "no_image"
+TRUNCATED_ARCHIVE = "truncated_archive"
+CORRUPT_ARCHIVE = "corrupt_archive"
 
 #: codes a rerun retries (their cause can change while the input stays the same).
 TRANSIENT: frozenset[str] = frozenset(code for code, reason in REASONS.items() if reason.transient)

@@ -357,10 +357,23 @@ def _select(state: Any, key: str | None, path: Path) -> Any:
     return state[key]
 
 
+def _under_key(flat: dict[str, torch.Tensor], key: str | None, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors named ``<key>.*`` with that prefix stripped (all of them when ``key`` is None)."""
+    if key is None:
+        return flat
+    prefix = key + "."
+    picked = {name[len(prefix) :]: t for name, t in flat.items() if name.startswith(prefix)}
+    if not picked:
+        tops = {name.split(".", 1)[0] for name in flat}
+        raise WeightsError(f"{path} has no tensors under {key!r}; its top-level prefixes are {sorted(tops)}")
+    return picked
+
+
 def load_state_dict(path: str | os.PathLike[str], key: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint on CPU: ``.safetensors`` via safetensors, anything else via
-    ``torch.load(weights_only=True)`` (never ``False``). ``key`` takes a sub-dict (``'params'``); for a
-    safetensors file it takes the tensors named ``<key>.*`` and strips that prefix."""
+    """Tensors of a checkpoint on CPU: ``.safetensors`` via safetensors, a TorchScript archive (OpenAI's
+    CLIP ``.pt``) by :mod:`iqa_plugin.hub.torchscript` (its ``state_dict()``, no code run), anything else
+    via ``torch.load(weights_only=True)`` (never ``False``). ``key`` takes a sub-dict (``'params'``); for a
+    safetensors or TorchScript file it takes the tensors named ``<key>.*`` and strips that prefix."""
     import torch
 
     path = Path(path)
@@ -370,19 +383,22 @@ def load_state_dict(path: str | os.PathLike[str], key: str | None = None) -> dic
         from safetensors.torch import load_file
 
         try:
-            flat = load_file(str(path), device="cpu")
+            return _under_key(load_file(str(path), device="cpu"), key, path)
+        except WeightsError:
+            raise
         except Exception as exc:  # safetensors raises its own error type for corrupt headers
             raise WeightsError(f"Cannot read {path} as safetensors ({type(exc).__name__}: {exc})") from exc
-        if key is None:
-            return flat
-        prefix = key + "."
-        picked = {name[len(prefix) :]: t for name, t in flat.items() if name.startswith(prefix)}
-        if not picked:
-            tops = {name.split(".", 1)[0] for name in flat}
-            raise WeightsError(
-                f"{path} has no tensors under {key!r}; its top-level prefixes are {sorted(tops)}"
-            )
-        return picked
+    from iqa_plugin.hub.torchscript import (
+        TorchScriptError,
+        is_torchscript_archive,
+        load_torchscript_state_dict,
+    )
+
+    if is_torchscript_archive(path):  # OpenAI's CLIP archives: tensors read without running the archive
+        try:
+            return _under_key(load_torchscript_state_dict(path), key, path)
+        except TorchScriptError as exc:
+            raise WeightsError(f"Cannot read the TorchScript archive {exc}") from exc
     state = _select(_torch_load(path), key, path)
     if not isinstance(state, Mapping):
         raise WeightsError(

@@ -19,7 +19,6 @@ stores them as ``prompts_features`` exactly like a QualiCLIP checkpoint.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -35,7 +34,6 @@ from iqa_plugin.archs.clip_backbone import (
     build_image_only_clip,
     build_rn50_clip,
     load_clip_weights,
-    split_qualiclip_checkpoint,
 )
 from iqa_plugin.archs.prompts import PROMPTS
 
@@ -114,19 +112,6 @@ def _text_features(clip: nn.Module) -> torch.Tensor:
         return clip.encode_text(tokenize(list(PROMPTS))).float()
 
 
-def _init_state(init: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The QualiCLIP-layout state dict named by ``init``: a model card name or a checkpoint path."""
-    from iqa_plugin.hub.weights import load_state_dict, resolve_card_weights
-
-    if Path(init).expanduser().is_file():
-        return load_state_dict(Path(init).expanduser()), init
-    from iqa_plugin.hub.cards import get_card
-
-    card = get_card(init)  # raises UnknownCardError with close names
-    path = resolve_card_weights(card)
-    return load_state_dict(path), str(path)
-
-
 def build_train_net(
     arch: str,
     init: str = "random",
@@ -139,8 +124,10 @@ def build_train_net(
 
     Args:
         arch: ``'tiny'``, ``'small'`` or ``'rn50'`` (see :data:`ARCH_PRESETS`).
-        init: ``'random'``, a model card name (e.g. ``'qualiclip'``) or a checkpoint file in the QualiCLIP
-            layout (``QualiCLIP.pth`` or a safetensors export of this recipe) of the same arch.
+        init: ``'random'``, a model card name (``'clip_rn50_openai'``: OpenAI's CLIP RN50, the paper's
+            start; ``'qualiclip'``) or a file of the same arch: OpenAI's TorchScript ``RN50.pt``, a
+            QualiCLIP-layout checkpoint (``QualiCLIP.pth``, a safetensors export of this recipe) or an
+            OpenAI-key state dict (see :mod:`iqa_plugin.hub.clip_checkpoint`).
         prompts: ``'checkpoint'`` (the init's stored features), ``'text_tower'`` (encode the 14 prompts
             with the frozen text tower; RN50 only), ``'random'`` (fixed random vectors) or ``'auto'``:
             checkpoint when the init has them, else text_tower for RN50, else random.
@@ -154,9 +141,11 @@ def build_train_net(
     clip = build_rn50_clip() if vision is None else build_image_only_clip(vision)
     stored = None
     if init != "random":
-        state, source = _init_state(init)
-        clip_state, stored = split_qualiclip_checkpoint(state, source)
-        load_clip_weights(clip, clip_state, source)
+        from iqa_plugin.hub.clip_checkpoint import read_clip_checkpoint
+
+        checkpoint = read_clip_checkpoint(init)
+        load_clip_weights(clip, checkpoint.state, str(checkpoint.path))
+        stored = checkpoint.prompt_features
     if prompts == "auto":
         prompts = "checkpoint" if stored is not None else ("text_tower" if vision is None else "random")
     if prompts == "checkpoint":

@@ -38,6 +38,18 @@ class ScoreJobConfig(JobConfig):
                      json_schema_extra=cli(positional=True))
     out: str = Field(description="destination folder or prefix: part-*.parquet, and _iqa/ (run record, "
                                  "identity, report)")
+    source_format: Literal["auto", "files", "hf", "webdataset"] = Field(
+        default="auto", description="how to read SRC. auto: 'hf:<owner>/<name>' or a save_to_disk folder is a "
+        "Hugging Face dataset, a .tar brace pattern (shards-{0000..0099}.tar) or a prefix holding only .tar files "
+        "is WebDataset, anything else single files; 'hf' on a plain folder loads it with datasets' imagefolder "
+        "(ray_jobs.score.source_kinds)")
+    split: str | None = Field(default=None, description="Hugging Face split to score (default: the only split, "
+                              "else 'train')")
+    image_column: str | None = Field(default=None, description="Hugging Face: the image column (default: the "
+                                     "first Image-typed column); WebDataset: the image member's extension, "
+                                     "e.g. 'png' (default: the first of jpg, jpeg, png, webp, bmp, tif, tiff)")
+    id_column: str | None = Field(default=None, description="Hugging Face: a column of unique row ids (default: "
+                                  "the dataset fingerprint + row index); WebDataset ids are always tar name + key")
     model: str = Field(default="qualiclip", description="plugin metric name")
     weights: str | None = Field(default=None, description="checkpoint path or URL (default: the model card's)")
     resolution: str = Field(default="native", description="'native' or 'short:N' (resize the short side to N)")
@@ -65,7 +77,8 @@ class ScoreJobConfig(JobConfig):
     rescore: bool = Field(default=False, description="drop the rows already in --out and score everything again "
                           "(needed when the model, weights, resolution, dtype or source differ from the run "
                           "identity recorded there)")
-    limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id)")
+    limit: int | None = Field(default=None, ge=1, description="score only the first N inputs (sorted by id; "
+                                                           "WebDataset: the first N shards)")
     report: bool = Field(default=True, description="write the HTML report next to the output")
     progress_bars: bool = Field(default=True, description="Ray Data's progress bars (stderr)")
     progress_interval_s: float = Field(default=5.0, gt=0, description="seconds between progress lines")
@@ -91,7 +104,8 @@ class ScoreJobConfig(JobConfig):
             raise ValueError("expected a non-empty path or URI")
         value = value.strip()
         # workers run in other directories (and on other nodes): local paths must be absolute
-        return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+        remote = "://" in value or value.startswith("hf:")  # hf:<owner>/<name>: a dataset on the hub
+        return value if remote else os.path.abspath(os.path.expanduser(value))
 
     @property
     def short_side(self) -> int | None:

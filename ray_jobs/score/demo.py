@@ -93,3 +93,8 @@ def pair_ranking(scores: dict[str, float]) -> tuple[int, int]:
                 pairs += 1
                 wins += original > score
     return wins, pairs
+
+
+def ranking_sentence(wins: int, pairs: int) -> str:
+    """The one sentence ``iqa score --demo`` prints and the report shows for :func:`pair_ranking`."""
+    return f"each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})"

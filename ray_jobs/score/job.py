@@ -1,7 +1,9 @@
 """``iqa score`` / ``python -m ray_jobs.score``: score an image collection with Ray Data.
 
 Listing or manifest -> job blocks (assigned here, before execution) -> fetch + decode (CPU tasks) ->
-scoring actors (GPU, or CPU without one) -> one Parquet part per block. Without ``$RAY_ADDRESS`` a local
+scoring actors (GPU, or CPU without one) -> one Parquet part per block. Sources: single files, Hugging
+Face datasets and WebDataset shards (:mod:`ray_jobs.score.source_kinds`; for shards the unit of listing,
+retry and resume is the shard: :mod:`ray_jobs.score.job_wds`). Without ``$RAY_ADDRESS`` a local
 Ray is started; with it the job joins that cluster (``ray job submit -- python -m ray_jobs.score ...``).
 
 Output (``DST/part-<block key>.parquet``, every input exactly once):
@@ -9,7 +11,8 @@ Output (``DST/part-<block key>.parquet``, every input exactly once):
 ==================  =========  =================================================================
 column              type       meaning
 ==================  =========  =================================================================
-``id``              string     input id: path relative to SRC, or the manifest's ``id`` (or URI)
+``id``              string     input id: path relative to SRC, the manifest's ``id`` (or URI), a dataset row's
+                               id, or ``<tar name>/<key>`` of a WebDataset sample
 ``uri``             string     where the bytes were read from
 ``bytes``           int64      object size; null when it could not be read
 ``width``           int32      decoded width after EXIF rotation, before any resize; null on error
@@ -39,7 +42,6 @@ import datetime as dt
 import hashlib
 import json
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -50,7 +52,8 @@ import pyarrow as pa
 from ray_jobs.cli import job_main
 from ray_jobs.io import chunked, meta_uri, read_json, write_json
 from ray_jobs.lock import OutputLock
-from ray_jobs.runtime import StorageSettings, check_fits, ensure_ray, redact
+from ray_jobs.pipeline import decode_then_actors, prepare_actor_pool, progress_lines
+from ray_jobs.runtime import StorageSettings, ensure_ray, redact
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.output import (
     check_identity,
@@ -64,7 +67,8 @@ from ray_jobs.score.output import (
     scan_output,
     write_identity,
 )
-from ray_jobs.score.sources import Listing, SourceError, check_destination, check_not_source, list_source
+from ray_jobs.score.source_kinds import list_config_source
+from ray_jobs.score.sources import Listing, check_destination, check_not_source
 from ray_jobs.score.weights import check_weights
 
 Log = Callable[[str], None]
@@ -103,17 +107,6 @@ def plan_blocks(inputs: pa.Table, done: set[str], block_size: int) -> list[pa.Ta
     return tables
 
 
-def _use_gpu(config: ScoreJobConfig) -> bool:
-    import ray
-
-    if config.device == "cpu":
-        return False
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if config.device == "cuda" and gpus <= 0:
-        raise SourceError("--device cuda: the Ray cluster has no GPU; use --device auto or cpu")
-    return gpus > 0 and config.gpus_per_actor > 0
-
-
 def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettings) -> dict[str, dict[str, Any]]:
     """The arguments Ray pickles into the stages' tasks and actors (a test checks they hold no secret)."""
     return {
@@ -125,60 +118,35 @@ def stage_arguments(config: ScoreJobConfig, device: str, settings: StorageSettin
     }
 
 
-def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int, log: Log,
-             scorer_cls: type | None = None) -> dict[str, Any]:
-    """Run the Ray Data pipeline over ``blocks``; return counts of this run."""
-    import ray
-
+def execute_blocks(config: ScoreJobConfig, blocks: list[pa.Table], n_pending: int | None, log: Log,
+             scorer_cls: type | None = None, read_stage: tuple[Callable, dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``blocks``; return counts of this run. ``read_stage`` (function,
+    arguments) replaces fetch+decode for sources whose inputs are read in bulk (WebDataset shards)."""
     from ray_jobs.score.stages import BlockScorer, fetch_and_decode_blocks, write_blocks
 
-    use_gpu = _use_gpu(config)
-    device = "cuda" if use_gpu else "cpu"
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = config.progress_bars
-    context.print_on_execution_start = False
-    actor_args: dict[str, Any] = {"num_cpus": config.cpus_per_actor}
-    if use_gpu:
-        actor_args["num_gpus"] = config.gpus_per_actor
-    if config.actor_resources:
-        actor_args["resources"] = dict(config.actor_resources)
-    check_fits(actors=config.actors, what=f"--actors {config.actors}", per_actor={
-        "CPU": config.cpus_per_actor, **({"GPU": config.gpus_per_actor} if use_gpu else {}),
-        **config.actor_resources})
+    device, actor_args = prepare_actor_pool(config)
     log(f"pipeline: fetch+decode on CPU tasks -> {config.actors} {device.upper()} actor(s) "
         f"({config.model}, {config.resolution}, {config.dtype}, batch {config.batch_size or 'auto'}) -> Parquet per block")
     arguments = stage_arguments(config, device, StorageSettings.from_env())
-    ds: Any = ray.data.from_arrow(blocks)  # Dataset; Ray's stubs reject pyarrow batch functions
-    ds = ds.map_batches(
-        # the memory reservation also keeps Ray Data from fusing decoding into the scoring actors
-        fetch_and_decode_blocks, batch_size=1, batch_format="pyarrow", num_cpus=config.cpus_per_decode_task,
-        memory=config.decode_memory_mb * 2**20, fn_kwargs=arguments["decode"])
-    ds = ds.map_batches(
-        scorer_cls or BlockScorer, batch_size=1, batch_format="pyarrow", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=config.actors), fn_constructor_kwargs=arguments["scorer"],
-        **actor_args)
+    read_fn, read_args = read_stage or (fetch_and_decode_blocks, arguments["decode"])
+    ds = decode_then_actors(config, blocks, read_fn, read_args, scorer_cls or BlockScorer, arguments["scorer"],
+                            actor_args)
     ds = ds.map_batches(write_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs=arguments["write"])
     started = time.monotonic()
     counts: dict[str, Any] = {"rows": 0, "scored": 0, "errors": Counter(), "model": None, "weights_sha256": None,
                               "first": None, "n_errors": 0}
-    stop = threading.Event()
 
-    def report_progress() -> None:
-        while not stop.wait(config.progress_interval_s):
-            elapsed = time.monotonic() - started
-            rows = counts["rows"]
-            state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
-            log(f"progress: {rows}/{n_pending} done ({counts['scored']} scored, {counts['n_errors']} errors), "
+    def describe_progress(elapsed: float) -> str:
+        rows = counts["rows"]
+        state = f"{rows / elapsed:.1f} images/s" if rows else "starting actors and loading the model"
+        total = "" if n_pending is None else f"/{n_pending}"
+        return (f"progress: {rows}{total} done ({counts['scored']} scored, {counts['n_errors']} errors), "
                 f"{elapsed:.0f} s, {state}")
 
-    reporter = threading.Thread(target=report_progress, name="score-progress", daemon=True)
-    reporter.start()
-    try:
+    with progress_lines(describe_progress, config.progress_interval_s, log):
         _consume(ds, counts)
-    finally:
-        stop.set()
-        reporter.join()
     end = time.monotonic()
     counts["elapsed_s"] = end - started
     first = counts.pop("first")
@@ -217,7 +185,8 @@ def _write_report(out: str, log: Log) -> str | None:
     return path
 
 
-def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log) -> tuple[set[str], dict[str, int]]:
+def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log,
+                    reconcile_fn: Callable = reconcile) -> tuple[set[str], dict[str, int]]:
     """Under the lock: check the identity, drop what a rerun must not keep; return (ids kept, dropped)."""
     wanted = identity_of(config, sha)
     migrate_legacy_layout(config.out, log)
@@ -231,11 +200,11 @@ def _prepare_output(config: ScoreJobConfig, listing: Listing, sha: str, log: Log
     if recorded != wanted:
         write_identity(config.out, wanted)
     listed = set(listing.inputs.column("id").to_pylist())
-    kept, more = reconcile(config.out, existing, listed)
+    kept, more = reconcile_fn(config.out, existing, listed)
     dropped.update(more)
     if more:
         names = {"left_source": "of inputs no longer in the source", "transient": "with transient errors, retried",
-                 "duplicate": "duplicated"}
+                 "duplicate": "duplicated", "incomplete": "of shards left unfinished, read again"}
         log("rerun: dropped " + ", ".join(f"{n} rows {names[k]}" for k, n in sorted(more.items())))
     return kept, dict(dropped)
 
@@ -254,38 +223,49 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
+    from ray_jobs.score import job_wds
+
     check_not_source(config.src, config.out)
-    listing = list_source(config.src, exclude=config.out)
+    kind, listing = list_config_source(config)
+    shards = kind == "webdataset"  # the unit is a shard: its samples are known once it is read
+    unit = "WebDataset shards" if shards else "inputs" if kind == "files" else "Hugging Face dataset rows"
     excluded = listing.excluded_text()
-    log(f"listed {listing.inputs.num_rows} inputs in {config.src}" + (f" ({excluded})" if excluded else ""))
+    log(f"listed {listing.inputs.num_rows} {unit} in {config.src}" + (f" ({excluded})" if excluded else ""))
     sha = check_weights(config, log)
     check_destination(config.out, config.src)
     with OutputLock(meta_uri(config.out, "lock.json"), what=f"--out {config.out}"):
-        kept, dropped = _prepare_output(config, listing, sha, log)
+        kept, dropped = _prepare_output(config, listing, sha, log,
+                                        job_wds.reconcile_shards if shards else reconcile)
         targets = listing.inputs if config.limit is None else listing.inputs.slice(0, config.limit)
         target_ids = set(targets.column("id").to_pylist())
         done = kept & target_ids
         n_inputs = targets.num_rows
-        blocks = plan_blocks(targets, done, config.block_size)
+        blocks = job_wds.plan_shards(targets, done) if shards else plan_blocks(targets, done, config.block_size)
         n_pending = n_inputs - len(done)
         if done:
-            log(f"resume: {len(done)} of {n_inputs} inputs already in {config.out}; processing the {n_pending} "
+            log(f"resume: {len(done)} of {n_inputs} {unit} already in {config.out}; processing the {n_pending} "
                 "missing")
         del targets, done
         counts: dict[str, Any] = {"rows": 0, "elapsed_s": 0.0, "model": None, "weights_sha256": None}
         if blocks:
-            log(f"scoring {n_pending} inputs from {config.src} in {len(blocks)} blocks of up to {config.block_size}")
+            log(f"scoring {n_pending} {unit} from {config.src} in {len(blocks)} blocks of up to {config.block_size}"
+                + (" samples each" if shards else ""))
             # what runs at once: the actors, one decode task and the writes (0.25 CPU each)
             needed = config.actors * config.cpus_per_actor + config.cpus_per_decode_task + 0.25
             with ensure_ray(min_cpus=needed, log=log):
-                counts = execute_blocks(config, blocks, n_pending, log, scorer_cls)
+                stage = job_wds.shard_stage(config, StorageSettings.from_env()) if shards else None
+                counts = execute_blocks(config, blocks, None if shards else n_pending, log, scorer_cls, stage)
         del blocks
-        rows, scored, errors = _verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        verify = job_wds.verify_shards if shards else verify_output
+        rows, scored, errors = verify(config.out, target_ids, set(listing.inputs.column("id").to_pylist()))
+        if shards:  # inputs are samples from here on; the shards are counted apart
+            n_shards, n_inputs, n_pending = n_inputs, rows, counts["rows"]
         elapsed = time.monotonic() - t0
         record = {
             "model": config.model, "weights_sha256": sha, "identity": identity_of(config, sha),
             "n_inputs": n_inputs, "n_scored": scored, "errors_by_reason": errors, "n_processed": counts["rows"],
-            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped,
+            "n_resumed": n_inputs - n_pending, "excluded": listing.excluded, "dropped": dropped, "source_kind": kind,
+            **({"n_shards": n_shards} if shards else {}),
             "images_per_s": round(counts["rows"] / counts["elapsed_s"], 3) if counts["elapsed_s"] else None,
             "steady_images_per_s": round(counts["steady_images_per_s"], 3) if "steady_images_per_s" in counts
             else None,
@@ -311,7 +291,7 @@ def run_job(config: ScoreJobConfig, *, log: Log = _log, scorer_cls: type | None 
     return record
 
 
-def _verify(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
+def verify_output(out: str, target_ids: set[str], listed: set[str]) -> tuple[int, int, dict[str, int]]:
     """Check that ``out`` holds every target input exactly once and no row of an input outside the
     listing; return (rows of targets, scored, errors by reason)."""
     from ray_jobs.io import iter_part_columns
@@ -369,7 +349,7 @@ def prepare_values(args: argparse.Namespace, values: dict[str, Any]) -> dict[str
 def _log_demo_ranking(out: str) -> None:
     """For a demo folder: how often each photo scored above its own degraded copies."""
     from ray_jobs.io import iter_part_columns
-    from ray_jobs.score.demo import pair_ranking
+    from ray_jobs.score.demo import pair_ranking, ranking_sentence
 
     scores: dict[str, float] = {}
     for table in iter_part_columns(out, ["id", "score"]):
@@ -378,7 +358,7 @@ def _log_demo_ranking(out: str) -> None:
                 scores[id_] = score
     wins, pairs = pair_ranking(scores)
     if pairs:
-        _log(f"demo: each photo scored above its own degraded copy in {wins} of {pairs} pairs ({wins / pairs:.0%})")
+        _log(f"demo: {ranking_sentence(wins, pairs)}")
 
 
 def run(config: ScoreJobConfig) -> int:

@@ -29,6 +29,7 @@ dropped by rewriting their part files; inputs without a kept row are scored.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,9 @@ _SCAN_COLUMNS = ["id", "error", "model", "weights_sha256"]
 
 def identity_of(config: Any, weights_sha256: str) -> dict[str, Any]:
     """The run identity of ``config`` (a :class:`ray_jobs.score.config.ScoreJobConfig`) with its weights."""
-    values = {"source": config.src.rstrip("/"), "model": config.model, "weights_sha256": weights_sha256,
+    from ray_jobs.score.source_kinds import source_identity
+
+    values = {"source": source_identity(config), "model": config.model, "weights_sha256": weights_sha256,
               "resolution": config.resolution, "dtype": config.dtype, "min_side": config.min_side,
               "max_pixels": config.max_pixels}
     return {name: values[name] for name in IDENTITY_FIELDS}
@@ -58,10 +61,11 @@ def _short(value: Any) -> str:
     return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
-def identity_difference(recorded: dict[str, Any], wanted: dict[str, Any]) -> str:
-    """``"weights_sha256 1a2b.. -> 3c4d.., dtype fp32 -> bf16"`` (empty when equal)."""
+def identity_difference(recorded: dict[str, Any], wanted: dict[str, Any],
+                        fields: Sequence[str] = IDENTITY_FIELDS) -> str:
+    """``"weights_sha256 1a2b.. -> 3c4d.., dtype fp32 -> bf16"`` over ``fields`` (empty when equal)."""
     return ", ".join(f"{name} {_short(recorded.get(name))} -> {_short(wanted.get(name))}"
-                     for name in IDENTITY_FIELDS if recorded.get(name) != wanted.get(name))
+                     for name in fields if recorded.get(name) != wanted.get(name))
 
 
 @dataclass
@@ -105,9 +109,11 @@ def scan_output(out: str) -> Existing:
     return existing
 
 
-def check_identity(out: str, wanted: dict[str, Any], existing: Existing, *, rescore: bool) -> dict[str, Any] | None:
+def check_identity(out: str, wanted: dict[str, Any], existing: Existing, *, rescore: bool, meta: str | None = None,
+                   redo: str = "--rescore to drop those rows and score everything again") -> dict[str, Any] | None:
     """Compare ``wanted`` with the identity recorded in ``out`` (or, for an output of an older version
-    without one, with its rows' model and weights).
+    without one, with its rows' model and weights). Another job whose rows live below its ``--out``
+    passes that folder as ``meta`` (where ``_iqa/identity.json`` is) and its own ``redo`` advice.
 
     Returns:
         The recorded identity (``None`` for a new folder).
@@ -115,7 +121,7 @@ def check_identity(out: str, wanted: dict[str, Any], existing: Existing, *, resc
     Raises:
         UserError: the identities differ and ``rescore`` is not set (one line: what differs, the two ways on).
     """
-    recorded = read_json(meta_uri(out, "identity.json"))
+    recorded = read_json(meta_uri(meta or out, "identity.json"))
     if recorded is None and existing.n_rows:
         model, sha = sorted(existing.models, key=str)[0] if len(existing.models) == 1 else (None, None)
         recorded = {**wanted, "model": model, "weights_sha256": sha} if len(existing.models) == 1 else \
@@ -123,11 +129,11 @@ def check_identity(out: str, wanted: dict[str, Any], existing: Existing, *, resc
     if recorded is None:
         return None
     rows_differ = any(pair != (wanted["model"], wanted["weights_sha256"]) for pair in existing.models)
-    difference = identity_difference(recorded, wanted)
+    difference = identity_difference(recorded, wanted, tuple(wanted))
     if (difference or rows_differ) and not rescore:
         what = difference or "rows of other weights"
-        raise UserError(f"--out {out} holds {existing.n_rows} rows of another run identity ({what}): give a new "
-                        "--out, or add --rescore to drop those rows and score everything again")
+        raise UserError(f"--out {meta or out} holds {existing.n_rows} rows of another run identity ({what}): give "
+                        f"a new --out, or add {redo}")
     return recorded
 
 

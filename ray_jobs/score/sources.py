@@ -71,7 +71,7 @@ class Listing:
     def excluded_text(self) -> str:
         """``"excluded: 12 hidden files, 3 files of the job's own output"`` or ``""``."""
         names = {"hidden": "hidden files (names starting with '.')", "output": "files of the job's own --out",
-                 "special": "special files (FIFOs, sockets, devices)"}
+                 "special": "special files (FIFOs, sockets, devices)", "not_tar": "files that are not .tar shards"}
         parts = [f"{count} {names.get(rule, rule)}" for rule, count in sorted(self.excluded.items()) if count]
         return f"excluded: {', '.join(parts)}" if parts else ""
 

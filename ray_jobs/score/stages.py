@@ -71,6 +71,10 @@ def fetch_bytes(uri: str, settings: StorageSettings | None = None) -> bytes:
         FetchError: with reason ``missing`` (no such object), ``access_denied``, ``not_an_image`` (a
             folder) or ``fetch_error`` (anything else, after the client's retries).
     """
+    from ray_jobs.score.sources_hf import ROW_SCHEME, fetch_row_bytes
+
+    if uri.startswith(ROW_SCHEME):  # one image cell of a Hugging Face dataset row
+        return fetch_row_bytes(uri, settings)
     try:
         fs, path = filesystem_for(uri, settings)
         return fs.cat_file(path)
@@ -112,35 +116,42 @@ def decode_one(data: bytes, *, uri: str, max_pixels: int, min_side: int,
 def fetch_and_decode_blocks(batch: pa.Table, *, max_pixels: int, min_side: int, short_side: int | None,
                             threads: int, settings: StorageSettings | None = None) -> pa.Table:
     """Fetch and decode every input of each job block; failures become per-input reason codes."""
-    out: dict[str, list[Any]] = {name: [] for name in ("block", *_LIST_COLUMNS, "pixels", "shape", "dtype")}
+    tables = []
     for row in batch.to_pylist():
         uris: list[str] = row["uris"]
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
             fetched = list(pool.map(lambda uri: _fetch_one(uri, settings), uris))
-        sizes, widths, heights, errors, pixels, shapes, dtypes = [], [], [], [], [], [], []
-        for uri, (data, reason) in zip(uris, fetched, strict=True):
-            array = width = height = None
-            if data is not None:
-                array, width, height, reason = decode_one(
-                    data, uri=uri, max_pixels=max_pixels, min_side=min_side, short_side=short_side)
-            sizes.append(None if data is None else len(data))
-            widths.append(width)
-            heights.append(height)
-            errors.append(reason)
-            pixels.append(None if array is None else array.tobytes())
-            shapes.append(None if array is None else list(array.shape))
-            dtypes.append(None if array is None else str(array.dtype))
-        for name, values in zip(("block", "ids", "uris", "bytes", "width", "height", "error", "pixels", "shape",
-                                 "dtype"),
-                                (row["block"], row["ids"], uris, sizes, widths, heights, errors, pixels, shapes,
-                                 dtypes), strict=True):
-            out[name].append(values)
+        tables.append(decode_block(row["block"], row["ids"], uris, fetched, max_pixels=max_pixels,
+                                   min_side=min_side, short_side=short_side))
+    if not tables:
+        return decode_block("", [], [], [], max_pixels=max_pixels, min_side=min_side, short_side=None).slice(0, 0)
+    return pa.concat_tables(tables)
+
+
+def decode_block(block: str, ids: list[str], uris: list[str], fetched: list[tuple[bytes | None, str | None]], *,
+                 max_pixels: int, min_side: int, short_side: int | None) -> pa.Table:
+    """The one-row decoded job block of inputs already fetched: ``fetched[i]`` is ``(bytes, None)`` or
+    ``(None, reason)`` for ``ids[i]`` (other sources' readers, e.g. WebDataset shards, call this too)."""
+    sizes, widths, heights, errors, pixels, shapes, dtypes = [], [], [], [], [], [], []
+    for uri, (data, reason) in zip(uris, fetched, strict=True):
+        array = width = height = None
+        if data is not None:
+            array, width, height, reason = decode_one(
+                data, uri=uri, max_pixels=max_pixels, min_side=min_side, short_side=short_side)
+        sizes.append(None if data is None else len(data))
+        widths.append(width)
+        heights.append(height)
+        errors.append(reason)
+        pixels.append(None if array is None else array.tobytes())
+        shapes.append(None if array is None else list(array.shape))
+        dtypes.append(None if array is None else str(array.dtype))
+    values = {"ids": ids, "uris": uris, "bytes": sizes, "width": widths, "height": heights, "error": errors}
     return pa.table({
-        "block": pa.array(out["block"], pa.string()),
-        **{name: pa.array(out[name], _LIST_TYPES[name]) for name in _LIST_COLUMNS},
-        "pixels": pa.array(out["pixels"], pa.list_(pa.large_binary())),
-        "shape": pa.array(out["shape"], pa.list_(pa.list_(pa.int32()))),
-        "dtype": pa.array(out["dtype"], pa.list_(pa.string())),
+        "block": pa.array([block], pa.string()),
+        **{name: pa.array([values[name]], _LIST_TYPES[name]) for name in _LIST_COLUMNS},
+        "pixels": pa.array([pixels], pa.list_(pa.large_binary())),
+        "shape": pa.array([shapes], pa.list_(pa.list_(pa.int32()))),
+        "dtype": pa.array([dtypes], pa.list_(pa.string())),
     })
 
 

@@ -30,17 +30,31 @@ from ray_jobs.train.config import TrainJobConfig
 
 CONFIG = TrainJobConfig
 _STEP_DIR = re.compile(r"step_(\d{8})$")
+#: Ray Train's run snapshot (ray.train.v2._internal.constants.CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 
 
 def latest_checkpoint_step(out: str, run_name: str) -> int | None:
-    """The step of the newest checkpoint of run ``run_name`` under ``out`` (None when there is none)."""
+    """The step of the checkpoint Ray Train will restore run ``run_name`` under ``out`` from (None: none).
+
+    That is the latest checkpoint Ray Train *recorded* in its run snapshot
+    (``checkpoint_manager_snapshot.json``), not the newest ``step_<n>`` folder: a driver killed while a
+    checkpoint was being written or reported can leave a folder that was never recorded, and the rerun
+    restores the recorded one before it.
+    """
+    import json
+
     from ray_jobs.runtime import filesystem_for, join_uri
 
-    fs, root = filesystem_for(join_uri(out, run_name))
-    if not fs.exists(root):
+    fs, path = filesystem_for(join_uri(out, run_name, SNAPSHOT_FILE))
+    if not fs.exists(path):
         return None
-    steps = [int(m.group(1)) for p in fs.ls(root, detail=False) if (m := _STEP_DIR.search(p.rstrip("/")))]
-    return max(steps) if steps else None
+    try:
+        latest = json.loads(fs.cat_file(path)).get("latest_checkpoint_result")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # unreadable snapshot: Ray Train itself will say so when it starts
+    match = _STEP_DIR.search(str((latest or {}).get("checkpoint_dir_name", "")))
+    return int(match.group(1)) if match else None
 
 
 def finished_card(config: TrainJobConfig) -> str | None:
@@ -112,6 +126,23 @@ def _check_shards(config: TrainJobConfig, spec: Any) -> None:
         raise UserError(f"--shards {config.shards}: {error}") from None
 
 
+def _check_init(config: TrainJobConfig, spec: Any) -> None:
+    """Resolve the recipe's initial weights (``recipe.init``: a card such as ``clip_rn50_openai``, a file or
+    a URL) in the driver before Ray starts: downloaded and verified once here, and missing or offline
+    weights fail at once in one line (URL, expected path, ``IQA_PLUGIN_CACHE``) instead of in every worker."""
+    init = getattr(spec.config_class.model_validate(config.recipe), "init", None)
+    if not isinstance(init, str) or init == "random":
+        return
+    from iqa_plugin.hub.clip_checkpoint import clip_weights_path
+    from iqa_plugin.hub.weights import WeightsError
+
+    try:
+        clip_weights_path(init)
+    except (WeightsError, ValueError, KeyError, FileNotFoundError) as error:
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(f"recipe.init {init}: {detail}") from None
+
+
 def _dataset(config: TrainJobConfig, spec: Any) -> Any:
     from ray_jobs.shards.data import shards_dataset
 
@@ -150,6 +181,7 @@ def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None
               "(use another --out or --run-name to train again).")  # fmt: skip
         return None
     spec = recipe_spec(config.recipe_name)
+    _check_init(config, spec)
     _check_shards(config, spec)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None
@@ -180,15 +212,10 @@ def _summarise(config: TrainJobConfig, metrics: dict[str, Any]) -> int:
         print(f"iqa train: the run ended at step {metrics.get('step')} without an export", file=sys.stderr)
         return 1
     if config.register_to:
-        from pathlib import Path
+        from iqa_plugin.hub.user_registry import add_card
 
-        from ray_jobs.runtime import filesystem_for
-
-        fs, path = filesystem_for(card)
-        target = Path(config.register_to).expanduser() / f"{config.card_name()}.yaml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(fs.cat_file(path))
-        print(f"iqa train: card registered as {target} (serve it with IQA_PLUGIN_REGISTRY={target.parent})")
+        added = add_card(card, config.register_to, force=True)  # this run's export replaces an older one
+        print(f"iqa train: card registered as {added.card} (serve it with IQA_PLUGIN_REGISTRY={added.card.parent})")
     from ray_jobs.train.recipes import recipe_spec
 
     spec = recipe_spec(config.recipe_name)

@@ -200,3 +200,35 @@ def test_report_renders_in_headless_chromium(local_output, tmp_path):
         assert colours is not None and len(colours) > 1000  # text, SVG bars and photos, not a blank page
         header = rgb.crop((0, 0, 1280, 200)).convert("L").getextrema()
         assert header[0] < 80  # dark heading text is drawn at the top
+
+
+def test_report_of_a_demo_run_shows_the_pair_ranking_the_command_prints(tmp_path, local_output):
+    from fsspec.implementations.local import LocalFileSystem
+
+    from ray_jobs.score.demo import DEGRADATIONS, MARKER, ranking_sentence
+
+    photos = tmp_path / "iqa-demo" / "photos"
+    photos.mkdir(parents=True)
+    (photos / MARKER).write_text("built by iqa score --demo\n")
+    rows = []
+    for stem in ("astronaut", "coffee", "rocket"):
+        rows.append(dict(id=f"{stem}.jpg", score=0.6))
+        for k, kind in enumerate(DEGRADATIONS):  # rocket's blur and noise copies beat it: 13 of 15 pairs won
+            rows.append(dict(id=f"{stem}-{kind}.jpg", score=0.7 if stem == "rocket" and k < 2 else 0.5 - 0.01 * k))
+    rows.append(dict(id="broken-empty.jpg", score=None, error="empty"))
+    for row in rows:
+        row.update(uri=str(photos / row["id"]), bytes=None, width=None, height=None, model="qualiclip-demo-tiny",
+                   weights_sha256=SHA, error=row.get("error"))
+    dst = str(tmp_path / "iqa-demo" / "scores")
+    write_output(LocalFileSystem(), dst, rows, n_parts=2)
+    job_path = Path(dst) / "_iqa" / "job.json"
+    job = json.loads(job_path.read_text())
+    job["config"]["src"] = str(photos)
+    job_path.write_text(json.dumps(job))
+    page = Path(write_report(dst)).read_text()
+    demo = [a for tag, a in _parse(page) if tag == "div" and a.get("class") == "demo"]
+    assert [(a["data-demo-wins"], a["data-demo-pairs"]) for a in demo] == [("13", "15")]
+    assert ranking_sentence(13, 15) in page  # the very sentence `iqa score --demo` prints
+
+    other = Path(write_report(local_output[0])).read_text()  # not a demo folder: no ranking
+    assert 'class="demo"' not in other

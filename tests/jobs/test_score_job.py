@@ -372,7 +372,7 @@ def test_demo_without_weights_uses_the_shipped_demo_model_and_ranks_photos_above
         tmp_path, ray_local, monkeypatch, capsys):
     monkeypatch.setenv("IQA_PLUGIN_OFFLINE", "1")  # a fresh machine without network
     monkeypatch.chdir(tmp_path)
-    code = score.main(["--demo", "--no-progress-bars", "--no-report"])
+    code = score.main(["--demo", "--no-progress-bars"])
     output, errors_text = capsys.readouterr()
     assert code == 0, output + errors_text
     assert "demo: scoring with qualiclip-demo-tiny" in output and "NOT the paper's weights" in output
@@ -381,6 +381,9 @@ def test_demo_without_weights_uses_the_shipped_demo_model_and_ranks_photos_above
     line = next(line for line in output.splitlines() if line.startswith("demo: each photo scored above"))
     wins, pairs = (int(word) for word in line.split(" in ", 1)[1].split(" pairs")[0].split(" of "))
     assert pairs == 40 and wins / pairs >= 0.8, line
+    report = (tmp_path / "iqa-demo" / "scores" / "_iqa" / "report.html").read_text()
+    assert f'data-demo-wins="{wins}" data-demo-pairs="{pairs}"' in report  # the same figure in the report
+    assert line.removeprefix("demo: ") in report
 
 
 @pytest.mark.slow

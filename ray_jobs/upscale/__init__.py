@@ -1,0 +1,1 @@
+"""``iqa upscale``: super-resolution of an image collection with Ray Data."""
