@@ -148,6 +148,8 @@ def fabricated_weights_options(card_name: str, root: str | Path) -> dict[str, st
     shipped = [url for url in card.weights["model"].urls if "://" not in url]
     if shipped and all((card_path(card_name).parent / url).is_file() for url in shipped):
         return {}  # weights that ship with the package (a demo model we trained): the real file is used
+    if card.arch == "IqaPluginSFDIQA":
+        return _fabricated_sfd_iqa_options(card, root)
     if card.arch != "IqaPluginQualiCLIP":
         raise ValueError(f"no fabricated weights for arch {card.arch!r} of card {card_name!r}; add one in iqa_plugin.testing")
     base = root / "QualiCLIP.pth"
@@ -159,6 +161,41 @@ def fabricated_weights_options(card_name: str, root: str | Path) -> dict[str, st
     if not plus.is_file():
         fabricate_qualiclip_plus_params(plus, seed=1)
     return {"pretrained_model_path": str(plus), "base_model_path": str(base)}
+
+
+def fabricate_sfd_iqa_export(path: str | Path, *, feat_stages: tuple[str, ...] = ("layer2", "layer3"),
+                             feat_hidden: int = 256, seed: int = 0) -> Path:
+    """Write a fabricated SFD discriminator export for CLIP RN50 in the plugin's layout (``feat_d.*`` with
+    spectral norm folded, ``tg_d.text_features`` ``[2, 1024]``, ``tg_d.logit_scale``); returns its path."""
+    from safetensors.torch import save_file
+
+    from iqa_plugin.archs.sfd_disc import FeatD
+
+    rn50 = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+    torch.manual_seed(seed)
+    feat = FeatD({s: rn50[s] for s in feat_stages}, feat_hidden, spectral_norm=False)
+    tensors = {f"feat_d.{k}": v.contiguous() for k, v in feat.state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    tensors["tg_d.text_features"] = torch.nn.functional.normalize(torch.randn(2, 1024, generator=generator), dim=-1)
+    tensors["tg_d.logit_scale"] = torch.tensor(100.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+def _fabricated_sfd_iqa_options(card, root: Path) -> dict[str, str]:
+    from safetensors.torch import save_file
+
+    export = root / f"sfd_iqa_export_{card.name}.safetensors"
+    if not export.is_file():
+        options = card.arch_options
+        fabricate_sfd_iqa_export(export, feat_stages=tuple(options.get("feat_stages", ("layer2", "layer3"))),
+                                 feat_hidden=int(options.get("feat_hidden", 256)))
+    clip = root / "clip_rn50_openai_keys.safetensors"
+    if not clip.is_file():
+        save_file({k: v.contiguous() for k, v in fabricated_clip_state_dict(0).items()}, str(clip))
+    return {"pretrained_model_path": str(export), "clip_model_path": str(clip)}
 
 
 # --------------------------------------------------------------------------- pyiqa's own QualiCLIP, offline

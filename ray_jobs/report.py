@@ -61,7 +61,8 @@ background:#f04438;vertical-align:middle;margin-right:8px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(158px,1fr));gap:14px}
 figure{margin:0;background:#fafbfc;border:1px solid #eef0f4;border-radius:10px;padding:8px;overflow:hidden}
 figure .frame{height:160px;display:flex;align-items:center;justify-content:center;background:#eef0f4;
-border-radius:6px;overflow:hidden}figure img{max-width:100%;max-height:160px;display:block}
+border-radius:6px;overflow:hidden;gap:4px}figure img{max-width:100%;max-height:160px;display:block}
+figure:has(img.heat) img{max-width:50%}
 figcaption{margin-top:6px;font-size:13px}figcaption .score{font-weight:650;font-size:15px}
 figcaption .rank{float:right;color:#5b6475}figcaption .id{display:block;color:#5b6475;white-space:nowrap;
 overflow:hidden;text-overflow:ellipsis}.none{color:#5b6475;font-size:13px;padding:50px 8px;text-align:center}
@@ -214,16 +215,20 @@ def _thumbnail(uri: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str, digits: int) -> str:
+def _gallery(rows: list[dict[str, Any]], thumbs: list[str | None], which: str, digits: int,
+             heats: list[str | None] | None = None) -> str:
     if not rows:
         return '<p class="none">No images in this group.</p>'
     cells = []
-    for row, thumb in zip(rows, thumbs, strict=True):
+    for row, thumb, heat in zip(rows, thumbs, heats or [None] * len(rows), strict=True):
         size = f" · {row['width']}×{row['height']}" if row.get("width") and row.get("height") else ""
         picture = (
             f'<img src="{thumb}" alt="{_esc(row["id"])}" loading="lazy">'
             if thumb else '<span class="none">not readable</span>'
         )
+        if heat:  # SFD-IQA: Feat-D's real-probability map (blue real, red generated)
+            picture += f'<img class="heat" src="{heat}" alt="Feat-D map of {_esc(row["id"])}" loading="lazy">'
+
         cells.append(
             f'<figure class="thumb" data-group="{which}" data-id="{_esc(row["id"])}" '
             f'data-score="{row["score"]!r}" title="{_esc(row["uri"])}">'
@@ -297,7 +302,7 @@ def _demo_ranking(job: dict[str, Any], ids: list[str], scores: np.ndarray) -> st
     return f'<div class="demo" data-demo-wins="{wins}" data-demo-pairs="{pairs}">Demo: {_esc(sentence)}.</div>'
 
 
-def build_report(dst: str, *, thumbnails: int = 12) -> str:
+def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> str:
     """The report HTML for the score job output ``dst`` (see ``write_report``)."""
     import pyarrow.compute as pc
 
@@ -329,6 +334,11 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
 
     models = sorted(set(table["model"].drop_null().to_pylist()) or {job.get("model", "unknown")})
     shas = sorted(set(table["weights_sha256"].drop_null().to_pylist()) or {job.get("weights_sha256", "-")})
+    heats = None
+    if heatmaps:
+        from ray_jobs.report_heatmap import heat_thumbnails
+
+        heats = heat_thumbnails(models, shas, [r["uri"] for r in top + bottom], THUMB_PX)
     rate, elapsed = job.get("images_per_s"), job.get("elapsed_s")
     warnings = []
     if n_inputs != n_rows:
@@ -371,9 +381,9 @@ def build_report(dst: str, *, thumbnails: int = 12) -> str:
 {histogram_svg(scores, digits=digits)}</section>
 <section class="panel"><h2>Summary</h2><table id="stats">{stats_rows}</table></section></div>
 <section class="panel" id="top"><h2>Highest scores<small>top {n_top} of {_fmt_int(n_scored)}</small></h2>
-{_gallery(top, thumbs[:n_top], "top", digits)}</section>
+{_gallery(top, thumbs[:n_top], "top", digits, heats and heats[:n_top])}</section>
 <section class="panel" id="bottom"><h2>Lowest scores<small>bottom {n_bottom}, lowest first</small></h2>
-{_gallery(bottom, thumbs[n_top:], "bottom", digits)}</section>
+{_gallery(bottom, thumbs[n_top:], "bottom", digits, heats and heats[n_top:])}</section>
 <section class="panel"><h2>Errors by reason<small>{_fmt_int(n_errors)} inputs not scored</small></h2>
 {_error_table(table, n_rows)}</section>
 <section class="panel"><h2>Run</h2><table>
@@ -386,15 +396,16 @@ external resources.</footer>
 """
 
 
-def write_report(dst: str, *, thumbnails: int = 12) -> str:
+def write_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> str:
     """Write the self-contained HTML report of the score job output ``dst`` to ``dst/_iqa/report.html``
     (under ``_iqa/`` so that no Parquet reader of ``dst`` trips over it).
 
     Shows the model and weights sha256, counts, a score histogram, the ``thumbnails`` highest- and
     lowest-scored images (each group capped so no image appears twice), errors by reason, throughput and
-    summary statistics. Returns the path or URL written. Raises ValueError when ``dst`` has no part files.
+    summary statistics; for an SFD-IQA model (``heatmaps``), Feat-D's real-probability map of each shown
+    image. Returns the path or URL written. Raises ValueError when ``dst`` has no part files.
     """
-    page = build_report(dst, thumbnails=thumbnails)
+    page = build_report(dst, thumbnails=thumbnails, heatmaps=heatmaps)
     target = join_uri(dst, META_DIR, REPORT_NAME)
     fs, path = filesystem_for(target)
     if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)):
@@ -412,6 +423,8 @@ class ReportConfig(JobConfig):
     dst: str = Field(description="a score job's output directory (local or s3://...)",
                      json_schema_extra=cli(positional=True))
     thumbnails: int = Field(default=12, ge=0, description="images shown at each end")
+    heatmaps: bool = Field(default=True, description="SFD-IQA models: show Feat-D's real-probability map of "
+                           "each shown image")
 
 
 CONFIG = ReportConfig
@@ -419,7 +432,7 @@ CONFIG = ReportConfig
 
 def run(config: ReportConfig) -> int:
     """Write the report for ``config.dst`` and print where; 0."""
-    print(write_report(config.dst, thumbnails=config.thumbnails))
+    print(write_report(config.dst, thumbnails=config.thumbnails, heatmaps=config.heatmaps))
     return 0
 
 

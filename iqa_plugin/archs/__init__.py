@@ -22,6 +22,7 @@ __all__ = ["ARCHS", "arch_class"]
 ARCHS: dict[str, str] = {
     "IqaPluginQualiCLIP": "iqa_plugin.archs.qualiclip:IqaPluginQualiCLIP",
     "IqaPluginRRDBNet": "iqa_plugin.archs.rrdbnet:RRDBNet",
+    "IqaPluginSFDIQA": "iqa_plugin.archs.sfd_iqa:IqaPluginSFDIQA",
 }
 
 

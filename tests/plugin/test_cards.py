@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -42,9 +43,13 @@ def test_packaged_cards_validate_and_the_five_names_exist(monkeypatch):
     monkeypatch.delenv("IQA_PLUGIN_REGISTRY", raising=False)
     found = {card.name: card for card in list_cards()}
     assert FIVE <= set(found)
-    qualiclip_cards = set()
+    qualiclip_cards, sfd_iqa_cards = set(), set()
     for path in sorted(cards.packaged_registry_dir().glob("*.yaml")):
         card = load_card_file(path)  # re-validates every file, not just the cached ones
+        if card.arch == "IqaPluginSFDIQA":
+            sfd_iqa_cards.add(card.name)
+            _check_sfd_iqa_card(card, path)
+            continue
         if not card.name.startswith("qualiclip"):  # SFD's generator and the backbones have their own tests
             assert card.kind in ("sr", "backbone")
             continue
@@ -63,6 +68,23 @@ def test_packaged_cards_validate_and_the_five_names_exist(monkeypatch):
         assert card.input.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
         assert "no license" in card.license
     assert qualiclip_cards == FIVE
+    assert sfd_iqa_cards == {"sfd_iqa", "sfd-iqa-demo-tiny"}
+
+
+def _check_sfd_iqa_card(card: ModelCard, path: Path) -> None:
+    assert card.kind == "metric" and card.metric_mode == "NR" and card.lower_better is False
+    assert card.score_range == (0.0, 1.0) and card.paper == "arXiv:2503.19295"
+    assert card.input.min_side == 32 and card.input.resize == "native"
+    if "-demo-" in card.name:  # trained by our SFD recipe, one self-contained file next to the card
+        for role in ("model", "clip"):
+            weights = path.parent / card.weights[role].urls[0]
+            assert weights.suffix == ".safetensors" and weights.stat().st_size <= 10_000_000
+            assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights[role].sha256
+        assert "NOT the SFD paper's weights" in card.description and "command: python bench/" in card.description
+        assert len(re.findall(r"\b[0-9a-f]{64}\b", card.description)) >= 6 and "held out" in card.description
+    else:  # the authors' release: a shared folder, fetched by hand
+        assert card.weights["model"].manual_download and card.weights["model"].sha256 is None
+        assert card.weights["clip"].sha256 == "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"
 
 
 def test_qualiclip_card_has_the_published_file():
