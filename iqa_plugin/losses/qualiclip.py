@@ -59,6 +59,16 @@ class QualiCLIPLossConfig(BaseModel):
     weight_consistency: float = Field(1.0, ge=0.0, description="Weight of the consistency term (paper: unknown).")
     weight_positive: float = Field(1.0, ge=0.0, description="Weight of the positive ranking term.")
     weight_negative: float = Field(1.0, ge=0.0, description="Weight of the negative ranking term.")
+    weight_cross_sample: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of an optional fourth term that is NOT in the paper: the positive/negative ranking "
+        "hinges also across the batch's *different* samples (a crop at level i of one distortion must score "
+        "above any other sample's crop at a level j > i, margin * (j - i)). The paper ranks levels only within a "
+        "sample, which leaves each distortion type its own score scale; this term asks levels to mean the same "
+        "across types and images, which a score pooled over types needs. It assumes every sample holds the same "
+        "levels (the shards' default, all 5). 0 (default) = the paper's losses.",
+    )
     level_pairs: Literal["all", "adjacent"] = Field(
         "all",
         description="Which (i < j) level pairs are ranked: 'all' L(L-1)/2 pairs with a margin that grows "
@@ -151,4 +161,23 @@ def qualiclip_losses(similarities: torch.Tensor, config: QualiCLIPLossConfig) ->
         + config.weight_positive * positive_term
         + config.weight_negative * negative_term
     )
-    return {"loss": loss, "consistency": consistency, "positive": positive_term, "negative": negative_term}
+    terms = {"consistency": consistency, "positive": positive_term, "negative": negative_term}
+    if config.weight_cross_sample > 0 and sims.shape[0] > 1:
+        terms["cross_sample"] = _cross_sample_term(positive, negative, config.margin_ranking)
+        loss = loss + config.weight_cross_sample * terms["cross_sample"]
+    return {"loss": loss, **terms}
+
+
+def _cross_sample_term(positive: torch.Tensor, negative: torch.Tensor, margin: float) -> torch.Tensor:
+    """Ranking hinges between crops of *different* samples at levels i < j (``[B, 2, L, P]`` inputs): the
+    mean over those pairs of ``relu(s+_j - s+_i + margin (j - i)) + relu(s-_i - s-_j + margin (j - i))``."""
+    b, crops, levels, pairs = positive.shape
+    level = torch.arange(levels, device=positive.device).repeat(b * crops)  # [N]
+    sample = torch.arange(b, device=positive.device).repeat_interleave(crops * levels)  # [N]
+    gap = (level.view(1, -1) - level.view(-1, 1)).to(positive.dtype)  # [N(i), N(j)]: j - i
+    keep = (gap > 0) & (sample.view(1, -1) != sample.view(-1, 1))
+    pos = positive.reshape(-1, pairs)  # [N, P], row order (sample, crop, level)
+    neg = negative.reshape(-1, pairs)
+    hinge_pos = F.relu(pos.unsqueeze(0) - pos.unsqueeze(1) + margin * gap.unsqueeze(-1))  # [i, j, P]: s+_j - s+_i
+    hinge_neg = F.relu(neg.unsqueeze(1) - neg.unsqueeze(0) + margin * gap.unsqueeze(-1))  # s-_i - s-_j
+    return (hinge_pos + hinge_neg)[keep].mean() / 2

@@ -106,3 +106,19 @@ def test_bad_shapes_are_named():
         qualiclip_losses(torch.zeros(2, 2, 1, 7, 2), QualiCLIPLossConfig())
     with pytest.raises(ValueError, match="2 per pair"):
         prompt_similarities(torch.zeros(1, 4), torch.zeros(3, 4), logit_scale=1.0)
+
+
+def test_cross_sample_term_is_off_by_default_and_ranks_levels_across_samples():
+    a = _sims([0.9, 0.7], [0.1, 0.3])
+    b = _sims([0.5, 0.3], [0.5, 0.7])  # ordered within itself, but its level 0 is below a's level 1
+    batch = torch.cat([a, b]).detach().requires_grad_(True)
+    assert "cross_sample" not in qualiclip_losses(batch, QualiCLIPLossConfig(margin_ranking=0.1))
+    config = QualiCLIPLossConfig(margin_ranking=0.1, weight_cross_sample=2.0)
+    terms = qualiclip_losses(batch, config)
+    assert terms["positive"].item() == terms["negative"].item() == 0.0  # each sample is ordered on its own
+    # cross pairs (level 0 of one sample, level 1 of the other), per crop pair: 2 x 2 crops x 2 directions = 8;
+    # only b@0 vs a@1 is wrong: positive 0.7 - 0.5 + 0.1 = 0.3 and negative 0.5 - 0.3 + 0.1 = 0.3, 4 crop pairs
+    assert terms["cross_sample"].item() == pytest.approx(4 * (0.3 + 0.3) / 8 / 2)
+    assert terms["loss"].item() == pytest.approx(2.0 * terms["cross_sample"].item())
+    terms["loss"].backward()
+    assert batch.grad[1, :, 0, 0, 0].lt(0).all() and batch.grad[0, :, 1, 0, 0].gt(0).all()  # b@0 up, a@1 down
