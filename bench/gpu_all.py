@@ -1,6 +1,6 @@
 """Every GPU figure of issue 14 in one run, written as JSON and a log under ``--out``; run by gpu_all.sh.
 
-    python3 bench/gpu_all.py --out $OUT [--sections metric,ceiling,job,compile,degradations,train] [--n 20000]
+    python3 bench/gpu_all.py --out $OUT [--sections metric,job,compile_shapes,...] [--n 10000]
     python3 bench/gpu_all.py --dry-run --out /tmp/gpu-all      # tiny sizes on CPU; stops where CUDA is needed
 
 Sections (each guarded: a failure is recorded and the next section runs; the JSON is rewritten after
@@ -11,6 +11,8 @@ each, so a run cut short still brings back what it measured):
 * ``ceiling``: on N generated 1024x768 JPEGs, CPU decode (one process per core) and nvjpeg decode rates,
   and in-process scoring (no Ray) on pre-decoded images and with nvjpeg decode + resize, native and short:224;
 * ``job``: the Ray score job end to end on the same N JPEGs, native and short:224, ``--decode cpu`` vs ``gpu``;
+* ``compile_shapes``: compile seconds per input shape and the break-even each implies (bench/gpu_compile_shapes.py:
+  how to set ``--compile-break-even`` from them);
 * ``compile``: bench/bench_compile.py on N JPEGs of mixed sizes: eager, compiled, and the default policy;
 * ``degradations``: the torch degradations on the GPU vs the CPU reference loop, per type (batch 64, 224 px);
 * ``train``: QualiCLIP training steps/s (RN50, bf16, 224 px); SFD's when ``iqa train sfd`` exists.
@@ -27,15 +29,29 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import gpu_all_sections as sections  # noqa: E402
+from bench import gpu_compile_shapes  # noqa: E402
 from bench._machine import describe_machine  # noqa: E402
 
-ALL = ("metric", "ceiling", "job", "compile", "degradations", "train")
+#: The sections, most important first (the order of a run without --sections). HOOK for other benches
+#: (e.g. fix10's gpu_sr, gpu_train_sfd): append ``("name", function)`` here; the function takes the
+#: :class:`sections.Context` and returns a JSON-able dict (``ctx.stop(...)`` where CUDA is needed).
+SECTIONS: list[tuple[str, Callable[[sections.Context], dict]]] = [
+    ("metric", sections.section_metric),  # ours eager / compiled vs pyiqa at 1024x768
+    ("job", sections.section_job),  # the score job: native and short:224, CPU vs GPU decode
+    ("compile_shapes", gpu_compile_shapes.measure),  # compile seconds per shape -> --compile-break-even
+    ("ceiling", sections.section_ceiling),
+    ("compile", sections.section_compile),
+    ("degradations", sections.section_degradations),
+    ("train", sections.section_train),
+]
+ALL = tuple(name for name, _ in SECTIONS)
 #: degradations that round-trip through Pillow's codecs on the CPU whatever the device (degradations/__init__.py)
 CPU_CODECS = frozenset({"jpeg", "jpeg2000"})
 
@@ -84,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for gpu_all.json and gpu_all.log ($OUT)")
     parser.add_argument("--sections", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
-    parser.add_argument("--n", type=int, default=None, help="JPEGs for the job sections (20000; dry run 24)")
+    parser.add_argument("--n", type=int, default=None, help="JPEGs for the job sections (20000; gpu_all.sh passes 10000 to fit one device call; dry run 24)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU; stop where CUDA is needed")
     parser.add_argument("--state", default=None, help="a JSON kept between calls on one machine: sections measured "
@@ -113,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()
         try:
-            results["sections"][name] = getattr(sections, f"section_{name}")(ctx)
+            results["sections"][name] = dict(SECTIONS)[name](ctx)
         except sections.NeedsCuda as stop:
             results["sections"][name] = {"stopped": str(stop)}
             print(f"STOP (needs CUDA): {stop}", flush=True)

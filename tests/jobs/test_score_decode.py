@@ -159,3 +159,37 @@ def test_nvjpeg_decodes_routed_jpegs_like_the_cpu(photos):
         assert image is not None and image.is_cuda
         diff = np.abs(image.permute(1, 2, 0).cpu().numpy().astype(int) - decode_image_array(blob).astype(int))
         assert diff.max() <= 8 and diff.mean() < 1.0  # nvjpeg's IDCT and upsampling differ slightly
+
+
+def corrupt_scan(jpeg: bytes, seed: int = 0) -> bytes:
+    """``jpeg`` with the middle half of its entropy-coded scan replaced by noise: the header (up to and
+    including SOS) and the end marker stay valid, so the fetch stage routes it to the device decoder."""
+    start = jpeg.index(b"\xff\xda") + 2 + int.from_bytes(jpeg[jpeg.index(b"\xff\xda") + 2:][:2], "big")
+    end = len(jpeg) - 2
+    assert jpeg[end:] == b"\xff\xd9"
+    lo, hi = start + (end - start) // 4, start + 3 * (end - start) // 4
+    noise = np.random.default_rng(seed).integers(0, 255, hi - lo, dtype=np.uint8).tobytes()  # no 0xFF: no markers
+    return jpeg[:lo] + noise + jpeg[hi:]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (nvjpeg)"))])
+def test_a_jpeg_with_corrupted_scan_data_gets_the_cpu_jobs_row(tmp_path, photos, fabricated, device):
+    """nvjpeg (cuda) or libjpeg-turbo standing in for it (cpu) meets scan data it cannot trust: the row and
+    the reason are the CPU decoder's, whether the device decoder refuses it (fallback) or decodes it."""
+    images = good_images(photos, 8)
+    images.update({f"corrupt/{i}.jpg": corrupt_scan(images[f"good/{i:04d}.jpg"], seed=i) for i in range(3)})
+    write_images(tmp_path, images)
+    names = sorted(images)
+    limits = {"max_pixels": 1_000_000, "min_side": 32, "short_side": None}
+    block = _block(tmp_path, names)
+    routed = fetch_and_decode_blocks(block, threads=2, device_decode=True, **limits)
+    dtypes = dict(zip(names, routed.to_pylist()[0]["dtype"], strict=True))
+    assert all(dtypes[f"corrupt/{i}.jpg"] == ENCODED_JPEG for i in range(3))  # valid header: routed to the device
+    scorer_kwargs = {"model": "qualiclip", "device": "cpu", "batch_size": 4,
+                     "pretrained_model_path": str(fabricated["qualiclip"])}
+    cpu_rows = BlockScorer(scorer_kwargs)(fetch_and_decode_blocks(block, threads=2, **limits)).to_pylist()[0]
+    rows = BlockScorer({**scorer_kwargs, "device": device}, decode=limits)(routed).to_pylist()[0]
+    for column in ("ids", "uris", "bytes", "width", "height", "error"):
+        assert rows[column] == cpu_rows[column], column
+    assert [s is None for s in rows["score"]] == [s is None for s in cpu_rows["score"]]
