@@ -10,6 +10,9 @@ camera-like mix of sizes (60% 4:3 landscape, 20% portrait, 10% square, 10% assor
 * ``eager``: ``--no-compile``;
 * ``compiled``: ``--compile --compile-break-even 0``: every shape compiled on first use (up to 4);
 * ``policy``: ``--compile`` with the default break-even: only shapes that repay their compilation.
+  ``--policy-break-even N`` scales it to a job of this size (e.g. 40 for 240 images, so the common shapes
+  are compiled and the rare ones stay eager): the policy's choice at work on CPU, timed against eager in
+  the same alternating rounds (``--rounds 2``). On a CPU compilation may not pay: the ratio says so.
 
 Prints images/s end to end (actor start and compilation included) and after the first block, and each
 run's ratio to eager. The policy's promise is "never slower than eager": on a job too small to repay a
@@ -73,7 +76,7 @@ def run_score_job(src: Path, out: Path, flags: list[str], log_lines: int = 6) ->
 
 
 def compare(work: Path, n: int, scale: float, model_flags: list[str], common: list[str],
-            runs: tuple[str, ...] = tuple(RUNS), rounds: int = 1) -> dict:
+            runs: tuple[str, ...] = tuple(RUNS), rounds: int = 1, policy_break_even: int | None = None) -> dict:
     """The ``runs`` over one mixed-size collection; ``{run: {images_per_s, steady_images_per_s, ...}}``."""
     src = work / f"mixed-{n}-{scale}"
     write_collection(src, n, mixed_size(scale))
@@ -83,6 +86,8 @@ def compare(work: Path, n: int, scale: float, model_flags: list[str], common: li
     for round_ in range(rounds):  # in alternation, the best of each kept: load drift hits every run alike
         for name in runs:
             flags = RUNS[name]
+            if name == "policy" and policy_break_even is not None:
+                flags = [*flags, "--compile-break-even", str(policy_break_even)]
             print(f"{name} (round {round_ + 1}): {' '.join(flags)}", flush=True)
             record = run_score_job(src, work / f"out-{name}", [*model_flags, *common, *flags])
             row = {key: record[key] for key in ("images_per_s", "steady_images_per_s", "elapsed_s", "n_scored")}
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, in alternation (the best is kept)")
+    parser.add_argument("--policy-break-even", type=int, default=None,
+                        help="the policy run's --compile-break-even (default: the job's, 25000 images)")
     args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-compile-"))
     weights = args.weights
@@ -118,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--device", args.device, "--batch-size", str(batch), "--block-size", str(batch * 8),
               "--dtype", "bf16" if args.device == "cuda" else "fp32"]
     print(f"machine: {describe_machine()}", flush=True)
-    results = compare(work, args.n, args.scale, model_flags, common, rounds=args.rounds)
-    results.update(machine=describe_machine(), model=args.model, device=args.device, batch_size=batch)
+    results = compare(work, args.n, args.scale, model_flags, common, rounds=args.rounds,
+                      policy_break_even=args.policy_break_even)
+    results.update(machine=describe_machine(), model=args.model, device=args.device, batch_size=batch,
+                   policy_break_even=args.policy_break_even)
     print(f"\n{'run':<10}{'img/s end to end':>18}{'img/s steady':>14}{'vs eager':>10}  every round (end to end)")
     for name in RUNS:
         row = results[name]

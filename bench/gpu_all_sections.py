@@ -198,7 +198,25 @@ def section_job(ctx: Context) -> dict[str, Any]:
                 "--block-size", str(8 if ctx.dry_run else 256)])
             result[name] = {key: record[key] for key in ("images_per_s", "steady_images_per_s", "elapsed_s",
                                                          "n_scored", "n_inputs")}
+        if ctx.cuda:
+            folder = ctx.work / f"job-{resolution.replace(':', '-')}"
+            result[f"{resolution} gpu vs cpu decode"] = _compare_rows(Path(f"{folder}-cpu"), Path(f"{folder}-gpu"))
     return result
+
+
+def _compare_rows(cpu: Path, gpu: Path) -> dict[str, Any]:
+    """The two decodes' outputs side by side: rows and reasons must match; scores differ by the IDCT."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(sorted(folder.glob("*.parquet"))).to_pandas().set_index("id").sort_index()
+              for folder in (cpu, gpu)]
+    a, b = tables
+    same = ["bytes", "width", "height", "error"]
+    both = a["score"].notna() & b["score"].notna()
+    diff = (a["score"][both] - b["score"][both]).abs()
+    return {"same_ids": bool(a.index.equals(b.index)), "same_rows_and_reasons": bool(a[same].equals(b[same])),
+            "max_abs_score_diff": float(diff.max()) if len(diff) else None,
+            "p99_abs_score_diff": float(diff.quantile(0.99)) if len(diff) else None}
 
 
 def section_compile(ctx: Context) -> dict[str, Any]:
