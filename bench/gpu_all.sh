@@ -46,7 +46,13 @@ if [[ "${1:-}" == "prepare" ]]; then
     # slim ray to fit one call's 64 MiB: what the score/train jobs never import goes (jars: Java workers;
     # rllib, serve, llm; the dashboard's prebuilt web client; cloud autoscaler providers)
     rm -rf /tmp/gpu-all-ray/unpacked && mkdir -p /tmp/gpu-all-ray/unpacked .ray && rm -f .ray/*
-    (cd /tmp/gpu-all-ray/unpacked && python3 -m zipfile -e "$wheel" . \
+    # unzip keeping each file's mode (raylet and gcs_server must stay executable)
+    (cd /tmp/gpu-all-ray/unpacked && python3 -c 'import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for info in z.infolist():
+        path = z.extract(info, ".")
+        if info.external_attr >> 16:
+            os.chmod(path, (info.external_attr >> 16) & 0o777)' "$wheel" \
         && rm -rf ray/jars ray/rllib ray/serve ray/llm ray/dashboard/client/build ray/autoscaler/gcp ray/autoscaler/aws \
         && tar -cf - ray ray-2.60.0.dist-info | xz -T0 -6 > "$ROOT/.ray/ray-slim.tar.xz")
     du -sh .whl .ray
@@ -68,7 +74,8 @@ if compgen -G ".whl/*.whl" > /dev/null && [[ ! -f "$SITE/.whl-done" ]]; then
         && touch "$SITE/.whl-done" || { echo "installing .whl/ failed"; exit 3; }
 fi
 if [[ -f .ray/ray-slim.tar.xz && ! -d "$SITE/ray" ]]; then
-    tar -xJf .ray/ray-slim.tar.xz -C "$SITE" && echo "ray: installed (slimmed wheel)" \
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .ray/ray-slim.tar.xz "$SITE" \
+        && echo "ray: installed (slimmed wheel)" \
         || echo "ray: unpacking .ray/ray-slim.tar.xz failed: the Ray sections will be skipped"
 fi
 export PYTHONPATH="$SITE:$ROOT" PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
