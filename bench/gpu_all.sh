@@ -10,13 +10,15 @@
 # Device limits (../.library/device/README.md): 15 min of device time per session in ALL (start-up, idle and
 # every call), 10 min per call, the machine goes back after ~30 s idle (the next call may land on a fresh,
 # bare machine: nothing in /tmp survives), 64 MiB carried per call. So every call is self-contained: it
-# carries the small wheels (.whl/, ~12 MB) and a slimmed ray (.ray/ray-slim.tar.xz, ~31 MB: ray 2.60's
+# carries the small wheels (.whl/, 13 MB) and a slimmed ray (.ray/ray-slim.tar.xz, 29 MB: ray 2.60's
 # wheel less java jars, rllib, serve, llm and the dashboard's web build) and installs them when /tmp lacks
 # them; the JSON is rewritten after EVERY section, so a call cut short still brings back what it measured.
-#   call 1 (~5 min at --n 10000): carry [".whl", ".ray"], timeout_s 540,
+#   call 1 (~5 min at --n 10000, an estimate: not measured yet): carry [".whl", ".ray"], timeout_s 540,
 #          command: bash bench/gpu_all.sh --sections metric,job,compile_shapes
 #   call 2 (~5 min), at once (same machine if still warm, else a fresh one): carry [".whl", ".ray"],
 #          command: bash bench/gpu_all.sh --sections ceiling,compile,degradations,train
+# Budget: two calls plus one machine start (1-2 min) must fit 15 min: issue call 2 at once so it finds the
+# machine warm; if under ~7 min of device time is left for it, pass --n 5000 (or drop train/degradations).
 # Sections run in the order given; without --sections, the most important first (bench/gpu_all.py SECTIONS).
 # --n defaults to 10000 JPEGs here (20000 is the issue's size: pass --n 20000 if a call has the time).
 # Setting --compile-break-even from call 1: gpu_all.json "compile_shapes" holds, per input shape,
