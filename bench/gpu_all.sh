@@ -19,6 +19,8 @@
 #          command: bash bench/gpu_all.sh --sections ceiling,compile,degradations,train
 # Budget: two calls plus one machine start (1-2 min) must fit 15 min: issue call 2 at once so it finds the
 # machine warm; if under ~7 min of device time is left for it, pass --n 5000 (or drop train/degradations).
+# On a warm machine gpu_all.json also keeps the earlier call's sections (/tmp/gpu-all/state.json); on a fresh one
+# each call's JSON holds its own sections: keep both files.
 # Sections run in the order given; without --sections, the most important first (bench/gpu_all.py SECTIONS).
 # --n defaults to 10000 JPEGs here (20000 is the issue's size: pass --n 20000 if a call has the time).
 # Setting --compile-break-even from call 1: gpu_all.json "compile_shapes" holds, per input shape,
