@@ -99,6 +99,26 @@ def test_source_options_and_errors_fail_fast_in_one_line(tmp_path, photos, monke
     assert SECRET.encode() not in pickle.dumps(stage)
 
 
+def test_shard_prefix_with_img2dataset_sidecars_is_webdataset_and_tars_mixed_with_images_are_refused(tmp_path, photos):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index in range(2):  # the img2dataset / DataComp layout: a tar, its parquet and its stats side by side
+        (shards / f"{index:05d}.tar").write_bytes(wds_tar(_samples([photos[0].read_bytes()], "a")))
+        (shards / f"{index:05d}.parquet").write_bytes(b"PAR1")
+        (shards / f"{index:05d}_stats.json").write_text("{}")
+    (shards / "readme.txt").write_text("shards")
+    kind, listing = list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o")))
+    assert kind == "webdataset" and listing.inputs.column("id").to_pylist() == ["00000.tar", "00001.tar"]
+    assert listing.excluded["not_tar"] == 5
+    (shards / "loose.jpg").write_bytes(photos[0].read_bytes())
+    with pytest.raises(UserError, match=r"mixes 2 .tar files with 1 other files \(e.g. loose.jpg\); pass "
+                                        r"--source-format webdataset .* --source-format files") as mixed:
+        list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o")))
+    assert "\n" not in str(mixed.value)
+    kind, listing = list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o"), source_format="files"))
+    assert kind == "files" and listing.inputs.num_rows == 8
+
+
 def test_imagefolder_rows_are_listed_fetched_and_decoded(tmp_path, photos):
     for index, photo in enumerate(photos[:4]):
         (tmp_path / "folder" / ("cats" if index % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
