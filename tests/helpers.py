@@ -29,9 +29,12 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageFilter
 
-from ray_jobs.io import iter_part_columns
+from ray_jobs.io import iter_part_columns, list_parts
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.stages import OUTPUT_SCHEMA, BlockScorer
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (``PYTHONPATH`` of a job subprocess)."""
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
@@ -136,6 +139,29 @@ def upscale_cli_with_faults(argv: list[str], *, sleep_per_block_s: float) -> int
 
     job.run = lambda config: job.run_job(config, upscaler_cls=SlowBlockUpscaler) and 0
     return job_main("upscale", argv)
+
+
+def wait_for_parts(out: str, at_least: int, process: subprocess.Popen | None = None, timeout: float = 300) -> int:
+    """Wait until ``out`` holds ``at_least`` part files (fails if ``process`` ends first); return their count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = len(list_parts(out))
+        if count >= at_least:
+            return count
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the job ended before {at_least} parts existed: {process.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} part files after {timeout} s")
+
+
+def settle_parts(out: str, interval_s: float = 2.0) -> int:
+    """Wait until the part count of ``out`` stops changing (writes in flight of a killed driver's workers
+    land); return it."""
+    previous = -1
+    while previous != (current := len(list_parts(out))):
+        previous = current
+        time.sleep(interval_s)
+    return current
 
 
 def wds_tar(members: list[tuple[str, bytes]]) -> bytes:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +31,7 @@ from ray_jobs.score.source_kinds import list_config_source
 from ray_jobs.score.sources import SourceError
 from ray_jobs.score.sources_wds import iter_samples
 from ray_jobs.score.stages import FetchError, fetch_and_decode_blocks
-from tests.helpers import encode, fast_config, good_images, read_output, wds_tar
+from tests.helpers import ROOT, encode, fast_config, good_images, read_output, settle_parts, wds_tar
 
 SECRET = "Sup3rSecretValue-do-not-print"
 
@@ -257,3 +261,39 @@ def test_webdataset_shards_on_s3_exactly_once_resume_and_written_back(s3, ray_lo
     assert {key: json.loads(m["json"])["score"] for key, m in written.items()} == \
         {i.split("/", 1)[1]: s for i, s in kept.items()}
     assert all(set(m) >= {"json"} and ("jpg" in m or "png" in m) for m in written.values())
+
+
+@pytest.mark.slow
+def test_webdataset_driver_killed_mid_job_then_same_command_scores_every_sample_once(
+        tmp_path, s3, ray_local, fabricated, photos):
+    images = list(good_images(photos, 6, seed=3).values())
+    s3.mkdir("wds-kill")
+    for shard in range(4):
+        s3.pipe(f"wds-kill/in/s-{shard}.tar", wds_tar(_samples(images, f"k{shard}")))
+    out = "s3://wds-kill/out/"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"src: s3://wds-kill/in/\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
+                   "block_size: 3\nreport: false\nprogress_bars: false\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    slow = [sys.executable, "-c", "import sys; from tests.helpers import score_cli_with_faults; "
+            "sys.exit(score_cli_with_faults(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
+    first = subprocess.Popen(slow, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.endswith("-end.parquet") for p in list_parts(out)):  # one whole shard, then kill
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+    finally:
+        first.kill()
+        first.wait()
+    parts_before = settle_parts(out)
+    assert 0 < parts_before < 8, parts_before  # killed mid-job: some shards (or parts of one) are missing
+
+    second = subprocess.run([sys.executable, "-m", "ray_jobs.score", "--config", str(job)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert re.search(r"resume: [1-3] of 4 WebDataset shards already in", second.stdout), second.stdout
+    ids = read_output(out).column("id").to_pylist()
+    expected = [f"s-{shard}.tar/k{shard}{i:04d}" for shard in range(4) for i in range(6)]
+    assert len(ids) == len(expected) == 24 and sorted(ids) == sorted(expected)  # every sample exactly once
+    assert read_output(out).column("error").null_count == 24
