@@ -166,6 +166,21 @@ def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_p
     assert got["name"] == sorted(expected)  # the dataset's own order
     assert all(image.size == (96, 64) for image in got["image"])  # images embedded, decodable
 
+    for index, data in enumerate(images[:6]):  # an imagefolder: class folders become a label column
+        (tmp_path / "folder" / ("cats" if index % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / ("cats" if index % 2 else "dogs") / f"{index}.jpg").write_bytes(data)
+    folder_out = str(tmp_path / "folder-scores")
+    record = run_job(fast_config(src=str(tmp_path / "folder"), out=folder_out, weights=str(fabricated["qualiclip"]),
+                                 source_format="hf", block_size=4), log=lambda line: None)
+    scored = read_output(folder_out)
+    assert scored.num_rows == len(set(scored.column("id").to_pylist())) == 6 and record["n_scored"] == 6
+    result = curate(folder_out, top_k=3, write_to=str(tmp_path / "folder-kept"))
+    kept = datasets.load_from_disk(str(tmp_path / "folder-kept"))["train"]
+    assert kept.num_rows == 3 and {"image", "label", "score"} <= set(kept.column_names)
+    assert sorted(kept["score"]) == sorted(row["score"] for row in pq.read_table(result.out).to_pylist())
+    names = kept.features["label"].names
+    assert sorted(names) == ["cats", "dogs"] and all(0 <= label < 2 for label in kept["label"])
+
 
 def test_rows_fetched_by_many_threads_open_the_dataset_once_and_a_failed_open_is_logged_once(
         tmp_path, photos, monkeypatch, caplog):
