@@ -138,7 +138,8 @@ def test_imagefolder_rows_are_listed_fetched_and_decoded(tmp_path, photos):
     assert decoded["error"] == [None] * 4 and all(w > 0 for w in decoded["width"])
 
 
-def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_path, ray_local, fabricated, photos):
+def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_path, s3, ray_local, fabricated,
+                                                                           photos):
     import datasets
 
     images = list(good_images(photos, 10).values())  # package photos, clean and degraded copies
@@ -165,6 +166,14 @@ def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_p
     assert dict(zip(got["name"], got["score"], strict=True)) == expected
     assert got["name"] == sorted(expected)  # the dataset's own order
     assert all(image.size == (96, 64) for image in got["image"])  # images embedded, decodable
+
+    s3.mkdir("hf-remote")  # the same dataset on object storage (each worker process copies it once)
+    s3.put(str(tmp_path / "ds"), "hf-remote/ds", recursive=True)
+    remote = run_job(fast_config(src="s3://hf-remote/ds", out="s3://hf-remote/scores/",
+                                 weights=str(fabricated["qualiclip"]), id_column="name", block_size=8),
+                     log=lambda line: None)
+    assert sorted(read_output("s3://hf-remote/scores/").column("id").to_pylist()) == [f"n{i:02d}" for i in range(12)]
+    assert (remote["n_inputs"], remote["n_scored"]) == (12, 10)
 
     for index, data in enumerate(images[:6]):  # an imagefolder: class folders become a label column
         (tmp_path / "folder" / ("cats" if index % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
