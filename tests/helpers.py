@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,17 +141,25 @@ def upscale_cli_with_faults(argv: list[str], *, sleep_per_block_s: float) -> int
     return job_main("upscale", argv)
 
 
-def wait_for_parts(out: str, at_least: int, process: subprocess.Popen | None = None, timeout: float = 300) -> int:
-    """Wait until ``out`` holds ``at_least`` part files (fails if ``process`` ends first); return their count."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = len(list_parts(out))
-        if count >= at_least:
-            return count
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the job ended before {at_least} parts existed: {process.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {at_least} part files after {timeout} s")
+def kill_slow_job_when(cli: str, job: Path, gcs_address: str, ready: Callable[[], bool],
+                       timeout: float = 300) -> dict[str, str]:
+    """Run ``python -c <cli>(argv, sleep_per_block_s=0.5) --config JOB`` (``cli``: ``score_cli_with_faults`` or
+    ``upscale_cli_with_faults``) on the running Ray, kill it (like a lost driver) once ``ready()`` is true;
+    fail if it ends first. Returns the environment for the rerun (``PYTHONPATH``, ``RAY_ADDRESS``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": gcs_address}
+    slow = [sys.executable, "-c", f"import sys; from tests.helpers import {cli}; "
+            f"sys.exit({cli}(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
+    first = subprocess.Popen(slow, env=env, cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+    finally:
+        first.kill()
+        first.wait()
+    return env
 
 
 def settle_parts(out: str, interval_s: float = 2.0) -> int:

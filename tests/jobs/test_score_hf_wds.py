@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -31,7 +30,15 @@ from ray_jobs.score.source_kinds import list_config_source
 from ray_jobs.score.sources import SourceError
 from ray_jobs.score.sources_wds import iter_samples
 from ray_jobs.score.stages import FetchError, fetch_and_decode_blocks
-from tests.helpers import ROOT, encode, fast_config, good_images, read_output, settle_parts, wds_tar
+from tests.helpers import (
+    encode,
+    fast_config,
+    good_images,
+    kill_slow_job_when,
+    read_output,
+    settle_parts,
+    wds_tar,
+)
 
 SECRET = "Sup3rSecretValue-do-not-print"
 
@@ -298,18 +305,8 @@ def test_webdataset_driver_killed_mid_job_then_same_command_scores_every_sample_
     job = tmp_path / "job.yaml"
     job.write_text(f"src: s3://wds-kill/in/\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
                    "block_size: 3\nreport: false\nprogress_bars: false\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    slow = [sys.executable, "-c", "import sys; from tests.helpers import score_cli_with_faults; "
-            "sys.exit(score_cli_with_faults(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
-    first = subprocess.Popen(slow, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(p.endswith("-end.parquet") for p in list_parts(out)):  # one whole shard, then kill
-            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-            time.sleep(0.2)
-    finally:
-        first.kill()
-        first.wait()
+    env = kill_slow_job_when("score_cli_with_faults", job, ray_local.get_runtime_context().gcs_address,
+                             lambda: any(p.endswith("-end.parquet") for p in list_parts(out)))  # a whole shard
     parts_before = settle_parts(out)
     assert 0 < parts_before < 8, parts_before  # killed mid-job: some shards (or parts of one) are missing
 
