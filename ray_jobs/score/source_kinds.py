@@ -26,7 +26,7 @@ SIDECAR_SUFFIXES = (".parquet", ".json", ".txt")
 
 
 def source_kind(config: Any) -> str:
-    """``files``, ``hf`` or ``webdataset`` for ``config.src`` (a folder of only tars is found by listing)."""
+    """``files``, ``hf`` or ``webdataset`` for ``config.src`` (a prefix of tars is found by listing)."""
     from ray_jobs.score.sources_hf import HUB_PREFIX, is_saved_dataset
     from ray_jobs.score.sources_wds import is_shard_pattern
 
