@@ -1,6 +1,7 @@
 """``iqa train sfd`` on a real local Ray and the moto S3 server: SR shards -> warm-up -> GAN phase ->
 checkpoints of every network -> export of the generator (an ``sr`` card that ``create_sr_model`` serves)
-and of the discriminators (a ``discriminator`` card) -> a finished run rerun does nothing. The driver-kill
+and of the discriminators (a ``discriminator`` card, and over the same file an SFD-IQA metric card that
+``pyiqa.create_metric`` serves) -> a finished run rerun does nothing. The driver-kill
 resume of SFD runs in tests/jobs/test_train_qualiclip.py (parametrized over both recipes)."""
 
 from __future__ import annotations
@@ -58,7 +59,17 @@ def test_warmup_then_gan_then_export_served_by_create_sr_model(s3_server, s3, sr
     feat_d = FeatD(clip.stage_channels(), disc_card.arch_options["feat_hidden"], spectral_norm=False)
     feat_d.load_state_dict({k.removeprefix("feat_d."): v for k, v in tensors.items() if k.startswith("feat_d.")})
     tg_d = TGD(clip.clip, tuple(disc_card.arch_options["prompt_words"]), disc_card.arch_options["n_ctx"])
-    tg_d.load_state_dict({k.removeprefix("tg_d."): v for k, v in tensors.items() if k.startswith("tg_d.")})
+    tg_d.load_state_dict({k.removeprefix("tg_d."): v for k, v in tensors.items()
+                          if k.startswith("tg_d.") and k != "tg_d.text_features"})
+    with torch.no_grad():  # the added LPP text features are those of the exported prompt pair
+        torch.testing.assert_close(tensors["tg_d.text_features"], tg_d.text_features())
+
+    # the SFD-IQA metric card over that same file: `iqa models add` it, pyiqa.create_metric scores photos
+    from ray_jobs.cli import main
+
+    assert main(["models", "add", "s3://runs/sfd/export/sfd-test-run-iqa.yaml", "--registry", str(registry)]) == 0
+    iqa_card = load_card_file(registry / "sfd-test-run-iqa.yaml")
+    assert iqa_card.arch == "IqaPluginSFDIQA" and iqa_card.weights["model"].urls == disc_card.weights["model"].urls
 
     monkeypatch.setenv("IQA_PLUGIN_REGISTRY", str(registry))
     import iqa_plugin
@@ -72,6 +83,15 @@ def test_warmup_then_gan_then_export_served_by_create_sr_model(s3_server, s3, sr
     assert upscaled.size == (160, 120)
     trained = model.network.network  # the generator behind the card; residual mode keeps bicubic as its base
     assert trained.residual == "bicubic" and trained.conv_last.weight.abs().sum() > 0
+
+    import pyiqa
+
+    iqa_plugin.register()
+    metric = pyiqa.create_metric("sfd-test-run-iqa", device="cpu")
+    served = metric.net.feat_d.state_dict()  # the trained Feat-D, not a fresh one
+    assert all(torch.equal(v, tensors[f"feat_d.{k}"]) for k, v in served.items()) and served
+    scores = [float(metric(str(photo))) for photo in photos[:2]]
+    assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] != scores[1], scores
 
     assert run(config) == 0  # finished: says so, does nothing
     assert "already finished" in capsys.readouterr().out
