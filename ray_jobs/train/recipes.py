@@ -38,6 +38,9 @@ class RecipeSpec:
     summary: Callable[[dict[str, Any]], str]  # last metrics -> figures for the final line ('' when none)
     front_door: str  # how the export is used, '{name}' replaced by the card name
     check_shards: Callable[[dict[str, Any], Any], None] = lambda manifest, config: None  # ValueError: unusable
+    #: the recipe's YAML fields -> the same with machine-dependent choices (``auto``) made concrete; run in
+    #: the driver before Ray starts, so every worker gets the same value and the export records it
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] = lambda recipe: recipe
 
 
 def _qualiclip_validator(config: Any, images: list[str], crop: int, seed: int) -> Callable[[Any], dict[str, float]]:

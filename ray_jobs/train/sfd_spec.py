@@ -104,6 +104,14 @@ def _check_shards(manifest: dict[str, Any], config: Any) -> None:
                          "them with `iqa shards --kind sr --realworld-fraction 1`")
 
 
+def _resolve(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``perceptual_backbone: auto`` made concrete here (VGG19 when its file is on this machine, else
+    CLIP): each worker resolving it alone could pick different losses on a cluster of unequal caches."""
+    from iqa_plugin.losses.pixel import resolve_backbone
+
+    return {**recipe, "perceptual_backbone": resolve_backbone(recipe.get("perceptual_backbone", "auto"))}
+
+
 def spec() -> RecipeSpec:
     from iqa_plugin.training.sfd import SFDConfig
 
@@ -120,4 +128,5 @@ def spec() -> RecipeSpec:
         front_door=("iqa_plugin.create_sr_model('{name}') or iqa upscale --model {name}; the SFD-IQA metric "
                     "pyiqa.create_metric('{name}-iqa') after `iqa models add <export>/{name}-iqa.yaml`"),
         check_shards=_check_shards,
+        resolve=_resolve,
     )

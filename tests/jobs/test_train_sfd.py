@@ -28,9 +28,11 @@ def test_warmup_then_gan_then_export_served_by_create_sr_model(s3_server, s3, sr
     registry = tmp_path / "registry"
     config = TrainJobConfig(recipe_name="sfd", shards=sr_shards, out="s3://runs/sfd", workers=2, batch_size=2,
                             steps=4, report_every=2, checkpoint_every=2, validate_every=2, validation_crop=64,
-                            export_name="sfd-test-run", register_to=str(registry), recipe=SFD_TINY_RECIPE)
+                            export_name="sfd-test-run", register_to=str(registry),
+                            recipe={k: v for k, v in SFD_TINY_RECIPE.items() if k != "perceptual_backbone"})
     assert run(config) == 0
     printed = capsys.readouterr().out
+    assert "recipe.perceptual_backbone: clip (resolved on this driver" in printed  # no VGG19 file here
     assert re.search(r"step 2/4 \[warm-up\] L1 [\d.]+ .*\| val PSNR-Y [\d.]+ dB \(bicubic [\d.]+\)", printed), printed
     gan = re.search(r"step 4/4 \[gan\] L1 ([\d.]+) perc ([\d.]+) adv feat ([\d.]+) tg ([\d.]+) \| D feat ([\d.]+)", printed)
     assert gan and all(float(v) >= 0 for v in gan.groups()), printed  # finite numbers (nan does not match)
@@ -45,6 +47,7 @@ def test_warmup_then_gan_then_export_served_by_create_sr_model(s3_server, s3, sr
 
     sr_card = load_card_file(registry / "sfd-test-run.yaml")
     assert sr_card.kind == "sr" and sr_card.arch_options["residual"] == "bicubic"
+    assert '"perceptual_backbone": "clip"' in sr_card.description  # the export records the resolved value
     assert sr_card.weights["model"].urls[0].startswith("s3://runs/sfd/export/")
     disc_path = tmp_path / "disc.yaml"
     disc_path.write_bytes(s3.cat_file("runs/sfd/export/sfd-test-run-disc.yaml"))
@@ -109,3 +112,20 @@ def test_sfd_user_errors_are_one_line_before_ray_starts(sr_shards, tmp_path, cap
     assert main(["train", "sfd", "--shards", sr_shards, "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
     assert "recipe.featurs: unknown key (known: scale, features" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_perceptual_backbone_auto_is_resolved_once_in_the_driver(sr_shards, tmp_path, capsys, monkeypatch):
+    import iqa_plugin.losses.pixel as pixel
+    from ray_jobs.train.config import TrainJobConfig
+    from ray_jobs.train.job import _resolve
+    from ray_jobs.train.recipes import recipe_spec
+
+    spec = recipe_spec("sfd")
+    config = TrainJobConfig(recipe_name="sfd", shards=sr_shards, out=str(tmp_path / "o"), recipe={"features": 8})
+    for cached, expected in ((False, "clip"), (True, "vgg19")):
+        monkeypatch.setattr(pixel, "vgg19_available", lambda name, cached=cached: cached)
+        resolved = _resolve(config, spec)
+        assert resolved.recipe == {"features": 8, "perceptual_backbone": expected}  # what the workers receive
+        assert f"recipe.perceptual_backbone: {expected} (resolved on this driver from its default" in capsys.readouterr().out
+    explicit = config.model_copy(update={"recipe": {"perceptual_backbone": "clip"}})
+    assert _resolve(explicit, spec).recipe == {"perceptual_backbone": "clip"} and not capsys.readouterr().out
