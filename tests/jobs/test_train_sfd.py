@@ -91,7 +91,7 @@ def test_warmup_then_gan_then_export_served_by_create_sr_model(s3_server, s3, sr
 
     iqa_plugin.register()
     metric = pyiqa.create_metric("sfd-test-run-iqa", device="cpu")
-    served = metric.net.feat_d.state_dict()  # the trained Feat-D, not a fresh one
+    served = metric.net.network.feat_d.state_dict()  # the trained Feat-D, not a fresh one
     assert all(torch.equal(v, tensors[f"feat_d.{k}"]) for k, v in served.items()) and served
     scores = [float(metric(str(photo))) for photo in photos[:2]]
     assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] != scores[1], scores
