@@ -14,6 +14,7 @@ each, so a run cut short still brings back what it measured):
 * ``compile``: bench/bench_compile.py on N JPEGs of mixed sizes: eager, compiled, and the default policy;
 * ``degradations``: the torch degradations on the GPU vs the CPU reference loop, per type (batch 64, 224 px);
 * ``train``: QualiCLIP training steps/s (RN50, bf16, 224 px); SFD's when ``iqa train sfd`` exists.
+* ``sr``: bench/gpu_sr.py and bench/gpu_train_sfd.py (issue 10), each in a subprocess.
 
 Weights are fabricated (real layouts, seeded random values): throughput does not depend on their values.
 The targets of issue 14 (item 4) are judged at the end (``targets``: value, target, pass).
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench import gpu_all_sections as sections  # noqa: E402
 from bench._machine import describe_machine  # noqa: E402
 
-ALL = ("metric", "ceiling", "job", "compile", "degradations", "train")
+ALL = ("metric", "ceiling", "job", "compile", "degradations", "train", "sr")
 #: degradations that round-trip through Pillow's codecs on the CPU whatever the device (degradations/__init__.py)
 CPU_CODECS = frozenset({"jpeg", "jpeg2000"})
 
