@@ -1,7 +1,8 @@
 """SR generator on this CPU: throughput at x4 with tiling, peak memory vs image size, tiled vs untiled PSNR.
 
     python bench/bench_sr.py                  # all three parts, 2 threads
-    python bench/bench_sr.py --part memory    # one part: throughput | memory | psnr
+    python bench/bench_sr.py --part memory    # one part: throughput | memory | psnr | psnr-trained
+    python bench/bench_sr.py --part psnr-trained --train-minutes 3
 
 * throughput: the full SFD generator (RRDBNet 64/23/32, x4, ESRGAN-init random weights) on a real photo
   crop, untiled vs tiled (small tiles, to show the tiling overhead), output megapixels/s side by side.
@@ -16,6 +17,11 @@
   tile (LR 288x96: two tiles, one seam, to fit this CPU's time). Random weights give outputs far from [0, 1], so both outputs go through the same fixed affine map
   (untiled output's range -> [0, 1]) before PSNR at peak 1; bench/bench_sfd_warmup.py gives the figure for
   a trained (small) generator too.
+* psnr-trained: the same comparison on a TRAINED generator, at the default tile and overlap: a small
+  RRDBNet (32 features, 2 blocks, growth 16, x4, ``residual: bicubic``) trained Ray-free by
+  :class:`~iqa_plugin.training.sfd.SFDTrainer`'s L1 warm-up for ``--train-minutes`` on the package photos
+  (bench/bench_sfd_warmup.py's setup, flower.jpg and grace_hopper.jpg held out), then flower.jpg at LR
+  320x224 (two tiles side by side, one seam) upscaled tiled and untiled; PSNR at peak 1, no remapping.
 
 Weights are random (no real file can be downloaded here): speed and memory do not depend on the values.
 """
@@ -128,9 +134,37 @@ def tiled_psnr(size: tuple[int, int], tile: int, overlap: int) -> None:
           f"[{low:.3f}, {high:.3f}] -> [0, 1]); max |diff| {(tiled - untiled).abs().max().item():.2e}")
 
 
+def trained_psnr(size: tuple[int, int], tile: int, overlap: int, minutes: float) -> None:
+    from bench.bench_sfd_warmup import HELD_OUT, load, patches
+    from iqa_plugin.training.sfd import SFDConfig, SFDTrainer
+
+    torch.manual_seed(0)
+    train = [load(p) for p in real_photo_paths() if p.name not in HELD_OUT]
+    config = SFDConfig(features=32, blocks=2, growth=16, residual="bicubic", lr_g=1e-3, warmup_steps=10**6,
+                       clip=None, perceptual_backbone="clip", ema_decay=None, feat_hidden=8, n_ctx=2)
+    trainer = SFDTrainer(config)
+    rng = torch.Generator().manual_seed(0)
+    start, step = time.perf_counter(), 0
+    while time.perf_counter() - start < minutes * 60:
+        loss = trainer.step({"hr": patches(train, 8, 96, rng)})["loss_pixel"]
+        step += 1
+    generator = trainer.export_generator().eval()
+    x = lr_photo(*size)
+    untiled = SRModel(generator, tile=0, device="cpu").upscale_batch(x)
+    tiled = SRModel(generator, tile=tile, tile_overlap=overlap, device="cpu").upscale_batch(x)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic").clamp(0, 1)
+    tiles = -(-size[0] // tile) * -(-size[1] // tile)
+    print(f"\n## tiled vs untiled: TRAINED RRDBNet 32/2/16 x4 residual bicubic ({step} L1 warm-up steps in "
+          f"{time.perf_counter() - start:.0f} s, last L1 {loss:.4f}), LR {size[0]}x{size[1]}, tile {tile}, "
+          f"overlap {overlap} ({tiles} tiles)")
+    print(f"PSNR tiled vs untiled: {psnr(tiled, untiled):.1f} dB; max |diff| {(tiled - untiled).abs().max().item():.2e}"
+          f"; untiled vs bicubic {psnr(untiled, bicubic):.1f} dB (the generator is not bicubic)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["all", "throughput", "memory", "psnr"], default="all")
+    parser.add_argument("--part", choices=["all", "throughput", "memory", "psnr", "psnr-trained"], default="all")
+    parser.add_argument("--train-minutes", type=float, default=3.0, help="psnr-trained: L1 warm-up time")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -142,6 +176,8 @@ def main() -> None:
         memory([64, 128, 256, 384], tile=64, overlap=16)
     if args.part in ("all", "psnr"):
         tiled_psnr((DEFAULT_TILE + 32, 96), DEFAULT_TILE, DEFAULT_TILE_OVERLAP)  # one seam, 2 tiles
+    if args.part in ("all", "psnr-trained"):
+        trained_psnr((320, 224), DEFAULT_TILE, DEFAULT_TILE_OVERLAP, args.train_minutes)
 
 
 if __name__ == "__main__":

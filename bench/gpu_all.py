@@ -16,6 +16,7 @@ each, so a run cut short still brings back what it measured):
 * ``compile``: bench/bench_compile.py on N JPEGs of mixed sizes: eager, compiled, and the default policy;
 * ``degradations``: the torch degradations on the GPU vs the CPU reference loop, per type (batch 64, 224 px);
 * ``train``: QualiCLIP training steps/s (RN50, bf16, 224 px); SFD's when ``iqa train sfd`` exists.
+* ``sr``: bench/gpu_sr.py and bench/gpu_train_sfd.py (issue 10), each in a subprocess.
 
 Weights are fabricated (real layouts, seeded random values): throughput does not depend on their values.
 The targets of issue 14 (item 4) are judged at the end (``targets``: value, target, pass).
@@ -50,6 +51,7 @@ SECTIONS: list[tuple[str, Callable[[sections.Context], dict]]] = [
     ("compile", sections.section_compile),
     ("degradations", sections.section_degradations),
     ("train", sections.section_train),
+    ("sr", sections.section_sr),  # issue 10: bench/gpu_sr.py, bench/gpu_train_sfd.py
 ]
 ALL = tuple(name for name, _ in SECTIONS)
 #: degradations that round-trip through Pillow's codecs on the CPU whatever the device (degradations/__init__.py)

@@ -21,6 +21,8 @@
 # machine warm; if under ~7 min of device time is left for it, pass --n 5000 (or drop train/degradations).
 # On a warm machine gpu_all.json also keeps the earlier call's sections (/tmp/gpu-all/state.json); on a fresh one
 # each call's JSON holds its own sections: keep both files.
+# "sr" (issue 10: bench/gpu_sr.py, bench/gpu_train_sfd.py) is in neither call: give it a call of its own in
+# another session, or run it instead of degradations,train.
 # Sections run in the order given; without --sections, the most important first (bench/gpu_all.py SECTIONS).
 # --n defaults to 10000 JPEGs here (20000 is the issue's size: pass --n 20000 if a call has the time).
 # Setting --compile-break-even from call 1: gpu_all.json "compile_shapes" holds, per input shape,

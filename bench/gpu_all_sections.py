@@ -292,3 +292,22 @@ def section_train(ctx: Context) -> dict[str, Any]:
     result: dict[str, Any] = {"qualiclip": qualiclip, "sfd": _sfd_rates(ctx)}
     print(f"  sfd: {result['sfd']}", flush=True)
     return result
+
+
+def section_sr(ctx: Context) -> dict[str, Any]:
+    """Issue 10's prepared GPU scripts, each in its own process: bench/gpu_sr.py (x4 generator MP/s, bf16 vs
+    fp32, tiled vs untiled, peak memory) and bench/gpu_train_sfd.py (paper-size training steps/s, bf16 vs
+    fp32); their printed lines are the figures."""
+    import subprocess
+    import sys
+
+    if not ctx.cuda:
+        raise NeedsCuda("bench/gpu_sr.py and bench/gpu_train_sfd.py measure the CUDA path only")
+    root = Path(__file__).resolve().parent
+    result: dict[str, Any] = {}
+    for script in ("gpu_sr.py", "gpu_train_sfd.py"):
+        done = subprocess.run([sys.executable, str(root / script)], capture_output=True, text=True, timeout=900)
+        print(done.stdout, flush=True)
+        result[script] = {"rc": done.returncode, "lines": done.stdout.strip().splitlines()[-40:],
+                          **({"stderr_tail": done.stderr[-2000:]} if done.returncode else {})}
+    return result

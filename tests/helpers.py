@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,12 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageFilter
 
-from ray_jobs.io import iter_part_columns
+from ray_jobs.io import iter_part_columns, list_parts
 from ray_jobs.score.config import ScoreJobConfig
 from ray_jobs.score.stages import OUTPUT_SCHEMA, BlockScorer
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (``PYTHONPATH`` of a job subprocess)."""
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
@@ -136,6 +139,37 @@ def upscale_cli_with_faults(argv: list[str], *, sleep_per_block_s: float) -> int
 
     job.run = lambda config: job.run_job(config, upscaler_cls=SlowBlockUpscaler) and 0
     return job_main("upscale", argv)
+
+
+def kill_slow_job_when(cli: str, job: Path, gcs_address: str, ready: Callable[[], bool],
+                       timeout: float = 300) -> dict[str, str]:
+    """Run ``python -c <cli>(argv, sleep_per_block_s=0.5) --config JOB`` (``cli``: ``score_cli_with_faults`` or
+    ``upscale_cli_with_faults``) on the running Ray, kill it (like a lost driver) once ``ready()`` is true;
+    fail if it ends first. Returns the environment for the rerun (``PYTHONPATH``, ``RAY_ADDRESS``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": gcs_address}
+    slow = [sys.executable, "-c", f"import sys; from tests.helpers import {cli}; "
+            f"sys.exit({cli}(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
+    first = subprocess.Popen(slow, env=env, cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+    finally:
+        first.kill()
+        first.wait()
+    return env
+
+
+def settle_parts(out: str, interval_s: float = 2.0) -> int:
+    """Wait until the part count of ``out`` stops changing (writes in flight of a killed driver's workers
+    land); return it."""
+    previous = -1
+    while previous != (current := len(list_parts(out))):
+        previous = current
+        time.sleep(interval_s)
+    return current
 
 
 def wds_tar(members: list[tuple[str, bytes]]) -> bytes:

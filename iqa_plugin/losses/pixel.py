@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DEFAULT_CLIP_LAYERS", "DEFAULT_VGG_LAYERS", "PerceptualLoss", "pixel_loss", "vgg19_available"]
+__all__ = ["DEFAULT_CLIP_LAYERS", "DEFAULT_VGG_LAYERS", "PerceptualLoss", "pixel_loss", "resolve_backbone",
+           "vgg19_available"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,17 @@ def _vgg19_features(weights: str | os.PathLike | None, depth: int) -> nn.Sequent
     return features
 
 
+def resolve_backbone(backbone: str, vgg_weights: str | os.PathLike | None = "vgg19_imagenet") -> str:
+    """The concrete backbone ``'auto'`` stands for on this machine: ``'vgg19'`` when ``vgg_weights`` is a
+    file or a card whose file is already cached or placed by hand (never downloads), else ``'clip'``. Other
+    values are returned as they are. A distributed job resolves it once in the driver, so that every worker
+    trains with the same loss."""
+    if backbone != "auto":
+        return backbone
+    found = vgg_weights is not None and (os.path.isfile(vgg_weights) or vgg19_available(str(vgg_weights)))
+    return "vgg19" if found else "clip"
+
+
 class PerceptualLoss(nn.Module):
     """Weighted feature distance between SR and HR through a frozen backbone; ``forward(sr, hr) -> scalar``.
 
@@ -96,8 +108,7 @@ class PerceptualLoss(nn.Module):
                  clip: nn.Module | None = None) -> None:
         super().__init__()
         if backbone == "auto":
-            backbone = "vgg19" if vgg_weights is not None and (
-                os.path.isfile(vgg_weights) or vgg19_available(str(vgg_weights))) else "clip"
+            backbone = resolve_backbone(backbone, vgg_weights)
             log.info("perceptual loss backbone: %s", backbone)
         if backbone not in ("vgg19", "clip"):
             raise ValueError(f"backbone={backbone!r}: expected 'auto', 'vgg19' or 'clip'")

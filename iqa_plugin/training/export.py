@@ -104,13 +104,16 @@ def sfd_discriminator_card(
 
 
 def write_export(
-    fs: Any, root: str, name: str, tensors: Mapping[str, torch.Tensor], card_for: Any, uri_of: Any
+    fs: Any, root: str, name: str, tensors: Mapping[str, torch.Tensor], card_for: Any, uri_of: Any,
+    also: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Write ``<root>/<name>.safetensors`` and ``<root>/<name>.yaml`` on the fsspec ``fs``.
 
     Args:
         card_for: ``(weights_uri, sha256, size) -> card dict``.
         uri_of: ``path -> URI`` a reader can open again (absolute local path or ``s3://...``).
+        also: more cards over the same weights file, ``{card name: card_for}`` (``<root>/<card name>.yaml``),
+            written before the main card.
 
     Returns:
         ``(weights URI, card URI)``. The card is written last, so a card always points at complete weights.
@@ -120,9 +123,15 @@ def write_export(
     card_path = f"{root.rstrip('/')}/{name}.yaml"
     with fs.open(weights_path, "wb") as handle:
         handle.write(blob)
-    card = card_for(uri_of(weights_path), hashlib.sha256(blob).hexdigest(), len(blob))
-    text = io.StringIO()
-    yaml.safe_dump(card, text, sort_keys=False, width=110)
-    with fs.open(card_path, "w") as handle:
-        handle.write(text.getvalue())
+    weights = (uri_of(weights_path), hashlib.sha256(blob).hexdigest(), len(blob))
+    for other, other_card_for in (also or {}).items():
+        _write_card(fs, f"{root.rstrip('/')}/{other}.yaml", other_card_for(*weights))
+    _write_card(fs, card_path, card_for(*weights))
     return uri_of(weights_path), uri_of(card_path)
+
+
+def _write_card(fs: Any, path: str, card: Mapping[str, Any]) -> None:
+    text = io.StringIO()
+    yaml.safe_dump(dict(card), text, sort_keys=False, width=110)
+    with fs.open(path, "w") as handle:
+        handle.write(text.getvalue())

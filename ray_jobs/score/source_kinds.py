@@ -3,7 +3,10 @@ WebDataset shards.
 
 ``source_format: auto`` decides from SRC alone: ``hf:<owner>/<name>`` or a folder holding a
 ``save_to_disk`` dataset is ``hf``; a ``.tar`` brace pattern or file is ``webdataset``; a folder or prefix
-whose every input is a ``.tar`` file is ``webdataset`` too; anything else is ``files``. An image folder is
+whose inputs are ``.tar`` files, alone or with the sidecars img2dataset / DataComp write next to them
+(``00000.parquet``, ``00000_stats.json``, ``.txt``), is ``webdataset`` too (the sidecars are counted as
+excluded); ``.tar`` files mixed with anything else (images) are refused, naming ``--source-format``;
+anything else is ``files``. An image folder is
 read with datasets' ``imagefolder`` builder only when asked (``source_format: hf``): as plain files it
 is the same images with path ids.
 """
@@ -12,14 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from ray_jobs.errors import UserError
 from ray_jobs.score.sources import Listing, list_source
 
 KINDS = ("files", "hf", "webdataset")
+SIDECAR_SUFFIXES = (".parquet", ".json", ".txt")
+"""What shard writers (img2dataset, DataComp) put next to the tars: per-shard metadata and stats."""
 
 
 def source_kind(config: Any) -> str:
-    """``files``, ``hf`` or ``webdataset`` for ``config.src`` (a folder of only tars is found by listing)."""
+    """``files``, ``hf`` or ``webdataset`` for ``config.src`` (a prefix of tars is found by listing)."""
     from ray_jobs.score.sources_hf import HUB_PREFIX, is_saved_dataset
     from ray_jobs.score.sources_wds import is_shard_pattern
 
@@ -46,6 +53,25 @@ def _check_options(config: Any, kind: str) -> None:
         raise UserError(f"{flags} does not apply to {config.src}: {how}")
 
 
+def _shards_if_any(src: str, listing: Listing) -> Listing | None:
+    """The tars of a listing when it is a shard prefix (tars plus sidecars), None when it holds no tar.
+
+    Raises:
+        UserError: tars mixed with other files (images): which one is meant cannot be guessed.
+    """
+    ids = listing.inputs.column("id").to_pylist()
+    is_tar = [i.lower().endswith(".tar") for i in ids]
+    if not any(is_tar):
+        return None
+    others = [i for i, tar in zip(ids, is_tar, strict=True) if not tar and not i.lower().endswith(SIDECAR_SUFFIXES)]
+    if others:
+        raise UserError(
+            f"{src} mixes {sum(is_tar)} .tar files with {len(others)} other files (e.g. {others[0]}); pass "
+            "--source-format webdataset to score only the shards or --source-format files to score every file")
+    excluded = {**listing.excluded, "not_tar": len(ids) - sum(is_tar)}
+    return Listing(listing.inputs.filter(pa.array(is_tar)), excluded)
+
+
 def list_config_source(config: Any) -> tuple[str, Listing]:
     """``(kind, listing)``: for ``files`` and ``hf`` one row per image, for ``webdataset`` one row per shard.
 
@@ -61,9 +87,10 @@ def list_config_source(config: Any) -> tuple[str, Listing]:
     listing: Listing | None = None
     if kind == "files":
         listing = list_source(config.src, exclude=config.out)
-        ids = listing.inputs.column("id").to_pylist()
-        if getattr(config, "source_format", "auto") == "auto" and all(i.lower().endswith(".tar") for i in ids):
-            kind = "webdataset"  # a prefix of shards: its listing is already the shard listing
+        if getattr(config, "source_format", "auto") == "auto":
+            shards = _shards_if_any(config.src, listing)
+            if shards is not None:
+                kind, listing = "webdataset", shards
     _check_options(config, kind)
     if kind == "hf":
         listing = list_dataset(config.src, split=config.split, image_column=config.image_column,

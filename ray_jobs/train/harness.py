@@ -79,8 +79,8 @@ def _export(job: Any, spec: Any, recipe: Any, validation: dict[str, float], comm
         "validation": {k: round(v, 4) for k, v in validation.items()},
     }
 
-    def write(name: str, tensors: Any, card_for: Any) -> tuple[str, str]:
-        return write_export(fs, root, name, tensors, card_for, lambda p: full_uri(fs, p))
+    def write(name: str, tensors: Any, card_for: Any, also: Any = None) -> tuple[str, str]:
+        return write_export(fs, root, name, tensors, card_for, lambda p: full_uri(fs, p), also)
 
     return spec.export(recipe, job.card_name(), provenance, write)
 

@@ -143,6 +143,17 @@ def _check_init(config: TrainJobConfig, spec: Any) -> None:
         raise UserError(f"recipe.init {init}: {detail}") from None
 
 
+def _resolve(config: TrainJobConfig, spec: Any) -> TrainJobConfig:
+    """The job config with the recipe's machine-dependent choices made in the driver (``spec.resolve``),
+    printed; the workers and the export's provenance get the concrete values."""
+    recipe = spec.resolve(dict(config.recipe))
+    for key, value in recipe.items():
+        if config.recipe.get(key) != value:
+            before = config.recipe.get(key, "its default")
+            print(f"iqa train: recipe.{key}: {value} (resolved on this driver from {before}; every worker uses it)")
+    return config.model_copy(update={"recipe": recipe})
+
+
 def _dataset(config: TrainJobConfig, spec: Any) -> Any:
     from ray_jobs.shards.data import shards_dataset
 
@@ -182,6 +193,7 @@ def train(config: TrainJobConfig, *, before_step: Callable[[int, int, int], None
         return None
     spec = recipe_spec(config.recipe_name)
     _check_init(config, spec)
+    config = _resolve(config, spec)
     _check_shards(config, spec)
     resume = latest_checkpoint_step(config.out, config.run_name)
     print(f"iqa train: resuming {config.recipe_name} run {config.out} from step {resume}" if resume is not None

@@ -9,15 +9,16 @@ its export writes, and how the driver prints its progress.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-#: ``write(name, tensors, card_for) -> (weights URI, card URI)``: one safetensors file + its card in the run's
-#: export folder, ``card_for(weights_uri, sha256, size) -> card dict`` (see ``iqa_plugin.training.export``).
-ExportWriter = Callable[[str, Mapping[str, Any], Callable[[str, str, int], dict]], tuple[str, str]]
+#: ``write(name, tensors, card_for, also=None) -> (weights URI, card URI)``: one safetensors file + its card in
+#: the run's export folder, ``card_for(weights_uri, sha256, size) -> card dict``; ``also``: ``{card name:
+#: card_for}``, more cards over the same file (see ``iqa_plugin.training.export.write_export``).
+ExportWriter = Callable[..., tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class RecipeSpec:
     summary: Callable[[dict[str, Any]], str]  # last metrics -> figures for the final line ('' when none)
     front_door: str  # how the export is used, '{name}' replaced by the card name
     check_shards: Callable[[dict[str, Any], Any], None] = lambda manifest, config: None  # ValueError: unusable
+    #: the recipe's YAML fields -> the same with machine-dependent choices (``auto``) made concrete; run in
+    #: the driver before Ray starts, so every worker gets the same value and the export records it
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] = lambda recipe: recipe
 
 
 def _qualiclip_validator(config: Any, images: list[str], crop: int, seed: int) -> Callable[[Any], dict[str, float]]:

@@ -7,8 +7,10 @@
 * Validation (rank 0): PSNR and SSIM on the Y channel (BasicSR's convention, pyiqa's weight-free metrics)
   of the generator that is exported (the EMA copy when ``ema_decay`` is set) on central crops of the
   held-out photos, bicubic upscaling next to it (:class:`iqa_plugin.training.sr_validate.SRValidation`).
-* Export: ``<name>-disc.safetensors`` + card (kind ``discriminator``: Feat-D + LPP for the SFD-IQA
-  metric, layout in :func:`iqa_plugin.training.export.sfd_discriminator_card`), then
+* Export: ``<name>-disc.safetensors`` + card (kind ``discriminator``: Feat-D + LPP, layout in
+  :func:`iqa_plugin.training.export.sfd_discriminator_card`, plus ``tg_d.text_features``, the LPP's text
+  features, so the metric needs no text tower) and, over the same file, ``<name>-iqa.yaml``: the SFD-IQA
+  metric card (``pyiqa.create_metric('<name>-iqa')`` after ``iqa models add`` / ``--register-to``), then
   ``<name>.safetensors`` + card (kind ``sr``: ``create_sr_model(name)``, ``iqa upscale --model name``).
   The SR card is written last: its existence marks the run finished.
 """
@@ -20,6 +22,7 @@ from typing import Any
 from ray_jobs.train.recipes import ExportWriter, RecipeSpec
 
 DISCRIMINATOR_SUFFIX = "-disc"
+IQA_SUFFIX = "-iqa"
 
 
 def _build(config: Any, steps: int, device: str) -> Any:
@@ -50,11 +53,16 @@ def _validator(config: Any, images: list[str], crop: int, seed: int) -> Any:
 
 def _export(recipe: Any, name: str, provenance: dict[str, Any], write: ExportWriter) -> str:
     from iqa_plugin.training.export import sfd_discriminator_card, sr_card
+    from iqa_plugin.training.sfd_iqa_export import sfd_iqa_card, sfd_iqa_options, sfd_iqa_tensors
 
-    disc_name = name + DISCRIMINATOR_SUFFIX
+    disc_name, iqa_name = name + DISCRIMINATOR_SUFFIX, name + IQA_SUFFIX
     disc_options = recipe.discriminator_options()
-    _, disc_card = write(disc_name, recipe.discriminator_state(),
-                         lambda uri, sha, size: sfd_discriminator_card(disc_name, uri, sha, size, disc_options, provenance))
+    iqa_description = (f"SFD-IQA metric over the discriminators trained by `iqa train sfd` (run card {name!r}; NOT "
+                       "the paper's weights): mean of Feat-D's real map and TG-D's real-prompt probability.")
+    _, disc_card = write(disc_name, sfd_iqa_tensors(recipe),
+                         lambda uri, sha, size: sfd_discriminator_card(disc_name, uri, sha, size, disc_options, provenance),
+                         {iqa_name: lambda uri, sha, size: sfd_iqa_card(iqa_name, uri, sha, size,
+                                                                        sfd_iqa_options(recipe), iqa_description)})
     gen_options = recipe.generator_options()
     provenance = {**provenance, "discriminators": disc_card}
     return write(name, recipe.generator_state(),
@@ -96,6 +104,14 @@ def _check_shards(manifest: dict[str, Any], config: Any) -> None:
                          "them with `iqa shards --kind sr --realworld-fraction 1`")
 
 
+def _resolve(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``perceptual_backbone: auto`` made concrete here (VGG19 when its file is on this machine, else
+    CLIP): each worker resolving it alone could pick different losses on a cluster of unequal caches."""
+    from iqa_plugin.losses.pixel import resolve_backbone
+
+    return {**recipe, "perceptual_backbone": resolve_backbone(recipe.get("perceptual_backbone", "auto"))}
+
+
 def spec() -> RecipeSpec:
     from iqa_plugin.training.sfd import SFDConfig
 
@@ -109,6 +125,8 @@ def spec() -> RecipeSpec:
         export=_export,
         progress=_progress,
         summary=_summary,
-        front_door="iqa_plugin.create_sr_model('{name}') or iqa upscale --model {name}",
+        front_door=("iqa_plugin.create_sr_model('{name}') or iqa upscale --model {name}; the SFD-IQA metric "
+                    "pyiqa.create_metric('{name}-iqa') after `iqa models add <export>/{name}-iqa.yaml`"),
         check_shards=_check_shards,
+        resolve=_resolve,
     )

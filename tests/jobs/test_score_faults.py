@@ -8,14 +8,20 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ray_jobs.io import list_parts
 from ray_jobs.score.job import run_job
-from tests.helpers import fast_config, faulty_scorer, good_images, read_output
+from tests.helpers import (
+    fast_config,
+    faulty_scorer,
+    good_images,
+    kill_slow_job_when,
+    read_output,
+    settle_parts,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,18 +39,6 @@ def assert_every_input_once(out: str, ids: list[str]) -> None:
     assert len(seen) == len(set(seen)), "duplicate rows"
     assert sorted(seen) == sorted(ids)
     assert table.column("error").null_count == len(ids)  # all of them scored
-
-
-def wait_for_parts(out: str, at_least: int, process: subprocess.Popen | None = None, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = len(list_parts(out))
-        if count >= at_least:
-            return count
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the job ended before {at_least} parts existed: {process.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {at_least} part files after {timeout} s")
 
 
 @pytest.mark.slow
@@ -69,22 +63,10 @@ def test_driver_killed_mid_job_then_same_command_resumes(tmp_path, ray_local, fa
     job.write_text(
         f"src: {tmp_path / 'src'}\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
         "block_size: 4\nreport: false\nprogress_bars: false\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    env = kill_slow_job_when("score_cli_with_faults", job, ray_local.get_runtime_context().gcs_address,
+                             lambda: len(list_parts(str(out))) >= 2)
     command = [sys.executable, "-m", "ray_jobs.score", "--config", str(job)]
-    slow = [sys.executable, "-c", "import sys; from tests.helpers import score_cli_with_faults; "
-            "sys.exit(score_cli_with_faults(sys.argv[1:], sleep_per_block_s=0.5))", "--config", str(job)]
-    first = subprocess.Popen(slow, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
-    try:
-        wait_for_parts(str(out), 2, first)
-    finally:
-        first.kill()
-        first.wait()
-    # Let any write already in flight land, then count what the rerun must skip.
-    previous = -1
-    while previous != (current := len(list_parts(str(out)))):
-        previous = current
-        time.sleep(2.0)
+    settle_parts(str(out))  # let any write already in flight land, then count what the rerun must skip
     already = read_output(str(out)).num_rows
     assert 0 < already < 40, already
 

@@ -7,7 +7,10 @@ import io
 import json
 import logging
 import pickle
+import re
 import shutil
+import subprocess
+import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +30,15 @@ from ray_jobs.score.source_kinds import list_config_source
 from ray_jobs.score.sources import SourceError
 from ray_jobs.score.sources_wds import iter_samples
 from ray_jobs.score.stages import FetchError, fetch_and_decode_blocks
-from tests.helpers import encode, fast_config, good_images, read_output, wds_tar
+from tests.helpers import (
+    encode,
+    fast_config,
+    good_images,
+    kill_slow_job_when,
+    read_output,
+    settle_parts,
+    wds_tar,
+)
 
 SECRET = "Sup3rSecretValue-do-not-print"
 
@@ -99,6 +110,26 @@ def test_source_options_and_errors_fail_fast_in_one_line(tmp_path, photos, monke
     assert SECRET.encode() not in pickle.dumps(stage)
 
 
+def test_shard_prefix_with_img2dataset_sidecars_is_webdataset_and_tars_mixed_with_images_are_refused(tmp_path, photos):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index in range(2):  # the img2dataset / DataComp layout: a tar, its parquet and its stats side by side
+        (shards / f"{index:05d}.tar").write_bytes(wds_tar(_samples([photos[0].read_bytes()], "a")))
+        (shards / f"{index:05d}.parquet").write_bytes(b"PAR1")
+        (shards / f"{index:05d}_stats.json").write_text("{}")
+    (shards / "readme.txt").write_text("shards")
+    kind, listing = list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o")))
+    assert kind == "webdataset" and listing.inputs.column("id").to_pylist() == ["00000.tar", "00001.tar"]
+    assert listing.excluded["not_tar"] == 5
+    (shards / "loose.jpg").write_bytes(photos[0].read_bytes())
+    with pytest.raises(UserError, match=r"mixes 2 .tar files with 1 other files \(e.g. loose.jpg\); pass "
+                                        r"--source-format webdataset .* --source-format files") as mixed:
+        list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o")))
+    assert "\n" not in str(mixed.value)
+    kind, listing = list_config_source(fast_config(src=str(shards), out=str(tmp_path / "o"), source_format="files"))
+    assert kind == "files" and listing.inputs.num_rows == 8
+
+
 def test_imagefolder_rows_are_listed_fetched_and_decoded(tmp_path, photos):
     for index, photo in enumerate(photos[:4]):
         (tmp_path / "folder" / ("cats" if index % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
@@ -114,7 +145,8 @@ def test_imagefolder_rows_are_listed_fetched_and_decoded(tmp_path, photos):
     assert decoded["error"] == [None] * 4 and all(w > 0 for w in decoded["width"])
 
 
-def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_path, ray_local, fabricated, photos):
+def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_path, s3, ray_local, fabricated,
+                                                                           photos):
     import datasets
 
     images = list(good_images(photos, 10).values())  # package photos, clean and degraded copies
@@ -141,6 +173,29 @@ def test_save_to_disk_dataset_scored_then_written_back_with_a_score_column(tmp_p
     assert dict(zip(got["name"], got["score"], strict=True)) == expected
     assert got["name"] == sorted(expected)  # the dataset's own order
     assert all(image.size == (96, 64) for image in got["image"])  # images embedded, decodable
+
+    s3.mkdir("hf-remote")  # the same dataset on object storage (each worker process copies it once)
+    s3.put(str(tmp_path / "ds"), "hf-remote/ds", recursive=True)
+    remote = run_job(fast_config(src="s3://hf-remote/ds", out="s3://hf-remote/scores/",
+                                 weights=str(fabricated["qualiclip"]), id_column="name", block_size=8),
+                     log=lambda line: None)
+    assert sorted(read_output("s3://hf-remote/scores/").column("id").to_pylist()) == [f"n{i:02d}" for i in range(12)]
+    assert (remote["n_inputs"], remote["n_scored"]) == (12, 10)
+
+    for index, data in enumerate(images[:6]):  # an imagefolder: class folders become a label column
+        (tmp_path / "folder" / ("cats" if index % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / ("cats" if index % 2 else "dogs") / f"{index}.jpg").write_bytes(data)
+    folder_out = str(tmp_path / "folder-scores")
+    record = run_job(fast_config(src=str(tmp_path / "folder"), out=folder_out, weights=str(fabricated["qualiclip"]),
+                                 source_format="hf", block_size=4), log=lambda line: None)
+    scored = read_output(folder_out)
+    assert scored.num_rows == len(set(scored.column("id").to_pylist())) == 6 and record["n_scored"] == 6
+    result = curate(folder_out, top_k=3, write_to=str(tmp_path / "folder-kept"))
+    kept = datasets.load_from_disk(str(tmp_path / "folder-kept"))["train"]
+    assert kept.num_rows == 3 and {"image", "label", "score"} <= set(kept.column_names)
+    assert sorted(kept["score"]) == sorted(row["score"] for row in pq.read_table(result.out).to_pylist())
+    names = kept.features["label"].names
+    assert sorted(names) == ["cats", "dogs"] and all(0 <= label < 2 for label in kept["label"])
 
 
 def test_rows_fetched_by_many_threads_open_the_dataset_once_and_a_failed_open_is_logged_once(
@@ -237,3 +292,29 @@ def test_webdataset_shards_on_s3_exactly_once_resume_and_written_back(s3, ray_lo
     assert {key: json.loads(m["json"])["score"] for key, m in written.items()} == \
         {i.split("/", 1)[1]: s for i, s in kept.items()}
     assert all(set(m) >= {"json"} and ("jpg" in m or "png" in m) for m in written.values())
+
+
+@pytest.mark.slow
+def test_webdataset_driver_killed_mid_job_then_same_command_scores_every_sample_once(
+        tmp_path, s3, ray_local, fabricated, photos):
+    images = list(good_images(photos, 6, seed=3).values())
+    s3.mkdir("wds-kill")
+    for shard in range(4):
+        s3.pipe(f"wds-kill/in/s-{shard}.tar", wds_tar(_samples(images, f"k{shard}")))
+    out = "s3://wds-kill/out/"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"src: s3://wds-kill/in/\nout: {out}\nweights: {fabricated['qualiclip']}\nresolution: short:64\n"
+                   "block_size: 3\nreport: false\nprogress_bars: false\n")
+    env = kill_slow_job_when("score_cli_with_faults", job, ray_local.get_runtime_context().gcs_address,
+                             lambda: any(p.endswith("-end.parquet") for p in list_parts(out)))  # a whole shard
+    parts_before = settle_parts(out)
+    assert 0 < parts_before < 8, parts_before  # killed mid-job: some shards (or parts of one) are missing
+
+    second = subprocess.run([sys.executable, "-m", "ray_jobs.score", "--config", str(job)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert re.search(r"resume: [1-3] of 4 WebDataset shards already in", second.stdout), second.stdout
+    ids = read_output(out).column("id").to_pylist()
+    expected = [f"s-{shard}.tar/k{shard}{i:04d}" for shard in range(4) for i in range(6)]
+    assert len(ids) == len(expected) == 24 and sorted(ids) == sorted(expected)  # every sample exactly once
+    assert read_output(out).column("error").null_count == 24
