@@ -159,7 +159,10 @@ class JobConfig(BaseModel):
                     groups[group] = parser.add_mutually_exclusive_group(required=group in cls.cli_required_groups)
                 target = groups[group]
             if spec.get("positional"):
-                target.add_argument(name, nargs="?", **{k: v for k, v in kwargs.items() if k != "nargs"})
+                # an absent optional positional takes its default, which argparse checks against the choices:
+                # None (dropped by values_from_args) instead of SUPPRESS, which is no choice
+                default = {"default": None} if "choices" in kwargs else {}
+                target.add_argument(name, nargs="?", **{k: v for k, v in kwargs.items() if k != "nargs"}, **default)
             else:
                 flags = [spec.get("flag") or "--" + name.replace("_", "-"), *spec.get("aliases", ())]
                 target.add_argument(*flags, dest=name, **kwargs)

@@ -95,12 +95,12 @@ def run(config: ModelsConfig) -> int:
     if config.json_output:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<20} {'kind':<7} {'arch':<22} {'size':>10}  {'sha256':<14} cached  weights")
+    print(f"{'name':<20} {'kind':<13} {'arch':<22} {'size':>10}  {'sha256':<14} cached  weights")
     for row in rows:
         size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "?"
         sha = row["sha256"][:12] if row["sha256"] else "unpublished"
         print(
-            f"{row['name']:<20} {row['kind']:<7} {row['arch']:<22} {size:>10}  {sha:<14} "
+            f"{row['name']:<20} {row['kind']:<13} {row['arch']:<22} {size:>10}  {sha:<14} "
             f"{'yes' if row['cached'] else 'no':<7} {row['weights_url']}"
         )
     return 0

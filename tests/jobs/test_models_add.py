@@ -96,3 +96,4 @@ def test_add_errors_are_one_line(export, tmp_path, capsys):
     assert main(["models", "add", str(tmp_path / "changed.yaml"), "--registry", str(tmp_path / "r"), "--force"]) == 0
     assert "another model" in (tmp_path / "r" / f"{NAME}.yaml").read_text()
     assert main(["models", str(export)]) == 2  # a card without 'add'
+    assert main(["models"]) == 0  # the action is optional: a plain `iqa models` lists
