@@ -68,11 +68,30 @@ def test_plugin_only_names_are_listed():
     assert "qualiclip-demo-tiny" in PLUGIN_ONLY  # the shipped demo card; the check below must not be empty
 
 
+#: the card of each name, to know its arch and whether its weights can only be had by hand
+CARDS = {c.name: c for c in list_cards()}
+
+MANUAL_FIRST_CALL = """
+import pyiqa
+assert {name!r} in pyiqa.list_models()
+try:
+    pyiqa.create_metric({name!r}, device="cpu")
+except Exception as error:
+    print(type(error).__name__, "manual/{name}/" in str(error))
+"""
+
+
 @pytest.mark.parametrize("name", PLUGIN_ONLY)
 def test_wheel_first_create_metric_for_plugin_only_names(wheel_env_python, tmp_path, name):
-    """A name pyiqa does not know at all is listed and built on the first call, with its shipped weights."""
+    """A name pyiqa does not know at all is listed and built on the first call, with its shipped weights;
+    a card whose weights are published only by hand (sfd_iqa) is listed, and its first call says where the
+    file must go."""
+    card = CARDS[name]
+    if any(w.manual_download for w in card.weights.values()):
+        assert _run(wheel_env_python, MANUAL_FIRST_CALL.format(name=name), tmp_path).split() == ["WeightsError", "True"]
+        return
     module, arch, sha, _ = _first_call(wheel_env_python, tmp_path, name)
-    assert (module, arch) == ("iqa_plugin.inference.contract", "IqaPluginQualiCLIP")
+    assert (module, arch) == ("iqa_plugin.inference.contract", card.arch)
     assert len(sha) == 64
 
 
