@@ -111,8 +111,10 @@ class IqaPluginSFDIQA(nn.Module):
         feat_weight: weight of Feat-D's pooled real-probability. Default 0.5: SFD trains both discriminators
             with equal adversarial weight (``feat_adv_weight = tg_adv_weight``) and the paper publishes no
             weights, so neither part is favoured.
-        lpp_weight: weight of the LPP real-prompt probability (0.5, same reason). ``lpp_weight=0`` scores with
-            Feat-D alone, ``feat_weight=0`` with the LPP alone.
+        lpp_weight: weight of the LPP real-prompt probability (0.5, same reason). ``feat_weight=1,
+            lpp_weight=0`` scores with Feat-D alone, ``feat_weight=0, lpp_weight=1`` with the LPP alone. A card
+            may set its own weights (``sfd-iqa-demo-tiny``: chosen on its training photos by
+            ``bench/calibrate_sfd_iqa.py``); keyword arguments override the card's.
         pooling: how Feat-D's logit map becomes one probability. ``'mean_prob'`` (default): the mean of the
             per-pixel probabilities, i.e. the expected fraction of the image judged real; Feat-D is trained
             per pixel with BCE, so each sigmoid is a calibrated per-location probability, and a mean of
