@@ -1,7 +1,8 @@
 """Helpers for tests, benchmarks and demos that must run without any download.
 
 * :func:`real_photo_paths` finds real photographs that ship inside installed packages
-  (scikit-image, scikit-learn, matplotlib).
+  (scikit-image, scikit-learn, matplotlib); :func:`pyiqa_photo_paths` the 9 more that pyiqa's wheel installs
+  (5 pristine TID2013/Kodak references, 4 photos of its efficiency test).
 * :func:`fabricate_qualiclip_checkpoint` and :func:`fabricate_qualiclip_plus_params` write seeded random
   checkpoints in the exact published layouts (``QualiCLIP.pth``: the whole OpenAI CLIP RN50 under
   ``clip_model.*`` plus ``prompts_features``; ``QualiCLIP+_*.pth``: ``{'params': {prompt_learner.*}}``).
@@ -54,6 +55,35 @@ def real_photo_paths() -> list[Path]:
             "(pip install 'iqa-plugin[demo]')."
         )
     return found
+
+
+#: Paths, inside pyiqa 0.1.16's installed distribution, of real photos its wheel ships next to the package:
+#: the 5 pristine references of its calibration check (TID2013 / Kodak, 512x384 BMP) and the 4 photos of its
+#: efficiency test (a SPAQ smartphone photo and three video frames, 800-1152 px JPEG).
+PYIQA_PHOTOS: tuple[str, ...] = (
+    "ResultsCalibra/ref_dir/I03.bmp",
+    "ResultsCalibra/ref_dir/I04.bmp",
+    "ResultsCalibra/ref_dir/I06.bmp",
+    "ResultsCalibra/ref_dir/I08.bmp",
+    "ResultsCalibra/ref_dir/I19.bmp",
+    "tests/test_efficiency_img_dir/SPAQ_10241.jpg",
+    "tests/test_efficiency_img_dir/frame_4wrwr48cdk6rbcjl.jpg",
+    "tests/test_efficiency_img_dir/frame_7gzdcz9sif0ekg31.jpg",
+    "tests/test_efficiency_img_dir/frame_9ogwhvvy7gfj6jzh.jpg",
+)
+
+
+def pyiqa_photo_paths() -> list[Path]:
+    """Paths of the :data:`PYIQA_PHOTOS` that the installed pyiqa distribution holds (``[]`` without pyiqa, or
+    for a pyiqa whose wheel does not ship them). Found through the distribution's file list, not a guess."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.distribution("pyiqa").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    wanted = {str(f): Path(str(f.locate())) for f in files if str(f) in PYIQA_PHOTOS}
+    return [wanted[p] for p in PYIQA_PHOTOS if p in wanted and wanted[p].is_file()]
 
 
 def _randomize_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:

@@ -75,8 +75,9 @@ def _qualiclip_export(recipe: Any, name: str, provenance: dict[str, Any], write:
 
 
 def _qualiclip_progress(item: dict[str, Any]) -> str:
+    cross = f" cross {item['cross_sample']:.4f}" if "cross_sample" in item else ""  # the optional non-paper term
     line = (f"loss {item['loss']:.4f} (cons {item['consistency']:.4f} pos {item['positive']:.4f} "
-            f"neg {item['negative']:.4f}) lr {item['lr']:.2e}")  # fmt: skip
+            f"neg {item['negative']:.4f}{cross}) lr {item['lr']:.2e}")  # fmt: skip
     if "val_srcc" in item:
         line += f" | val SRCC {item['val_srcc']:.3f} pristine-above {item['val_pristine_above']:.2f}"
     return line

@@ -102,3 +102,17 @@ def test_no_module_needs_python_3_11_typing():
             if isinstance(node, ast.Attribute) and node.attr == "Self" and getattr(node.value, "id", "") == "typing":
                 offenders.append(f"{path}: typing.Self")
     assert not offenders, offenders
+
+
+def test_pyiqa_photos_are_found_through_its_distribution_and_are_real_photos():
+    """bench/bench_train_qualiclip.py trains on pyiqa's 9 installed photos too: they are found through the
+    installed distribution's file list (pyiqa is a runtime dependency), decode, and are photo-sized."""
+    from PIL import Image
+
+    from iqa_plugin.testing import PYIQA_PHOTOS, pyiqa_photo_paths
+
+    paths = pyiqa_photo_paths()
+    assert [p.as_posix().endswith(rel) for p, rel in zip(paths, PYIQA_PHOTOS, strict=True)] == [True] * 9
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.mode == "RGB" and min(image.size) >= 384, (path, image.size, image.mode)
