@@ -145,7 +145,9 @@ class IqaPluginSFDIQA(nn.Module):
         super().__init__()
         if feat_weight < 0 or lpp_weight < 0 or feat_weight + lpp_weight <= 0:
             raise ValueError(f"feat_weight={feat_weight!r}, lpp_weight={lpp_weight!r}: expected non-negative weights "
-                             "with a positive sum (e.g. 0.5 and 0.5; 1 and 0 for Feat-D alone).")
+                             "with a positive sum (e.g. 0.5 and 0.5; 1 and 0 for Feat-D alone). A card may set one of "
+                             "them (sfd-iqa-demo-tiny: feat_weight 0); a weight you do not pass is the card's, so "
+                             "pass both, e.g. feat_weight=1, lpp_weight=0.")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}: expected one of {POOLINGS}.")
         if lpp_temperature <= 0:
