@@ -339,6 +339,11 @@ def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> st
         from ray_jobs.report_heatmap import heat_thumbnails
 
         heats = heat_thumbnails(models, shas, [r["uri"] for r in top + bottom], THUMB_PX)
+    heat_html = ""
+    if heats:
+        from ray_jobs.report_heatmap import heat_caption
+
+        heat_html = f'<p class="heat-note">{_esc(heat_caption(models))}</p>'
     rate, elapsed = job.get("images_per_s"), job.get("elapsed_s")
     warnings = []
     if n_inputs != n_rows:
@@ -380,7 +385,7 @@ def build_report(dst: str, *, thumbnails: int = 12, heatmaps: bool = True) -> st
 <div class="row"><section class="panel"><h2>Score distribution<small>{_fmt_int(n_scored)} scored images</small></h2>
 {histogram_svg(scores, digits=digits)}</section>
 <section class="panel"><h2>Summary</h2><table id="stats">{stats_rows}</table></section></div>
-<section class="panel" id="top"><h2>Highest scores<small>top {n_top} of {_fmt_int(n_scored)}</small></h2>
+<section class="panel" id="top"><h2>Highest scores<small>top {n_top} of {_fmt_int(n_scored)}</small></h2>{heat_html}
 {_gallery(top, thumbs[:n_top], "top", digits, heats and heats[:n_top])}</section>
 <section class="panel" id="bottom"><h2>Lowest scores<small>bottom {n_bottom}, lowest first</small></h2>
 {_gallery(bottom, thumbs[n_top:], "bottom", digits, heats and heats[n_top:])}</section>

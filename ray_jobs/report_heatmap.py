@@ -39,6 +39,24 @@ def heat_thumbnails(models: Sequence[str], shas: Sequence[str], uris: Sequence[s
     return [_heat(uri, network, px) for uri in uris]
 
 
+def heat_caption(models: Sequence[str]) -> str:
+    """One sentence for the report: what the maps show, and Feat-D's weight in the card's score (a card may
+    set it to 0, e.g. ``sfd-iqa-demo-tiny``: then the map is for inspection, the score is the prompt pair's)."""
+    from iqa_plugin.hub.cards import get_card
+
+    try:
+        options = get_card(models[0]).arch_options
+    except (KeyError, ValueError, IndexError):
+        options = {}
+    feat, lpp = float(options.get("feat_weight", 0.5)), float(options.get("lpp_weight", 0.5))
+    share = feat / (feat + lpp) if feat + lpp > 0 else 0.0
+    text = ("Beside each image: Feat-D's real-probability map (blue real, red generated). "
+            f"Feat-D's share of this card's score: {share:.0%}")  # fmt: skip
+    if share == 0:
+        text += " (the score is the prompt pair's; the map is shown for inspection only)"
+    return text + "."
+
+
 def _heat(uri: str, network, px: int) -> str | None:
     from PIL import Image
 

@@ -31,8 +31,10 @@ def test_sfd_iqa_report_has_one_heat_map_per_shown_image(photos, tmp_path):
     page = Path(write_report(dst, thumbnails=2)).read_text()
     heats = [a for tag, a in _parse(page) if tag == "img" and a.get("class") == "heat"]
     assert len(heats) == 4 and all(a["src"].startswith("data:image/jpeg;base64,") for a in heats)
+    assert "share of this card&#x27;s score: 0%" in page or "share of this card's score: 0%" in page  # the demo's card
+    assert "shown for inspection only" in page
     plain = Path(write_report(dst, thumbnails=2, heatmaps=False)).read_text()
-    assert 'class="heat"' not in plain
+    assert 'class="heat"' not in plain and "heat-note" not in plain
 
 
 def test_no_heat_maps_for_other_weights_than_recorded(photos, tmp_path):
