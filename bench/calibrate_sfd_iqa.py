@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         import yaml
 
+        given = sys.argv[1:] if argv is None else argv
+        command = "python bench/calibrate_sfd_iqa.py " + " ".join(given)  # exactly what chose these weights
         card = yaml.safe_load(args.card.read_text())
         if not isinstance(card, dict) or not isinstance(card.get("arch_options"), dict):
             raise SystemExit(f"--card {args.card}: has no arch_options mapping. Fix: pass an SFD-IQA model card.")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         card["description"] = (
             card["description"].split("\npart weights:", 1)[0]
             + f"\npart weights: feat_weight {best[0]:.2f}, lpp_weight {1 - best[0]:.2f}, pooling {best[1]}, chosen on "
-            f"the training photos by `python bench/calibrate_sfd_iqa.py --write{'' if args.photos is None else ' --photos ' + str(args.photos)}` (not on held-out photos):\n{table}"
+            f"the training photos by `{command}` (not on held-out photos):\n{table}"
         )
         args.card.write_text(yaml.safe_dump(card, sort_keys=False, width=110))
         print(f"wrote the choice into {args.card}")

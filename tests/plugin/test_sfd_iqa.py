@@ -239,14 +239,19 @@ def test_calibration_writes_its_choice_into_a_card_once(tmp_path):
         shutil.copy(registry / name, tmp_path / name)
     card_path = tmp_path / "sfd-iqa-demo-tiny.yaml"
     card = yaml.safe_load(card_path.read_text())
-    card["arch_options"].update(feat_weight=0.5, lpp_weight=0.5, pooling="mean_logit")
+    card["arch_options"].update(feat_weight=0.3, lpp_weight=0.3, pooling="mean_logit")  # not a grid point
+    card["description"] = card["description"].split("\npart weights:", 1)[0]
     card_path.write_text(yaml.safe_dump(card, sort_keys=False))
+    argv = ["--card", str(card_path), "--crops", "1", "--steps", "2", "--write"]
     for _ in range(2):
-        assert main(["--card", str(card_path), "--crops", "1", "--steps", "2", "--write"]) == 0
+        assert main(argv) == 0
     written = yaml.safe_load(card_path.read_text())
     options = written["arch_options"]
-    assert options["feat_weight"] + options["lpp_weight"] == 1 and options["pooling"] in ("mean_prob", "mean_logit")
-    assert written["description"].count("\npart weights:") == 1
+    assert options["feat_weight"] in (0.0, 0.5, 1.0) and options["feat_weight"] + options["lpp_weight"] == 1
+    assert options["pooling"] in ("mean_prob", "mean_logit")
+    description = written["description"]
+    assert description.count("\npart weights:") == 1 and "0.5:" in description and "0.1:" not in description
+    assert "python bench/calibrate_sfd_iqa.py " + " ".join(argv) in description
     net = build_network(load_card_file(card_path)).network
     assert (net.feat_weight, net.lpp_weight, net.pooling) == (options["feat_weight"], options["lpp_weight"],
                                                               options["pooling"])  # fmt: skip
@@ -267,3 +272,19 @@ def test_the_shipped_demo_beats_both_controls_on_photos_no_demo_saw(tmp_path):
     assert code == 0 and figures["beats_controls"], {k: v["pooled"] for k, v in results.items()}
     assert results["sfd-iqa-demo-tiny"]["pooled"] - max(results["random"]["pooled"],
                                                         results["brightness"]["pooled"]) > figures["margin"]
+
+
+def test_the_bench_bootstrap_resamples_whole_photos():
+    """bench/bench_sfd_iqa.py's interval resamples photos, not crops: a model that ranks one photo's rows
+    perfectly and another photo's backwards gets an interval that spans 0, however many crops each has."""
+    from types import SimpleNamespace
+
+    from bench.bench_sfd_iqa import photo_bootstrap
+
+    crops, levels = 2, np.tile(np.repeat(np.arange(6), 4), 4)  # 2 photos x 2 crops x 24 rows
+    groups = np.repeat(np.arange(4), 24)
+    model = np.where(groups < 2, -levels, levels).astype(float)  # photo 0 ordered, photo 1 reversed
+    flat = np.zeros_like(model)
+    raw = {"m": model, "random": flat, "brightness": flat}
+    low, high = photo_bootstrap(raw, SimpleNamespace(groups=groups, levels=levels), "m", crops, seed=0)
+    assert low < 0 < high
