@@ -55,10 +55,21 @@ def held_out_paths(photos: str) -> list[Path]:
     return paths
 
 
-def held_out_photos(short_side: int, photos: str = "unseen") -> list[torch.Tensor]:
+def load_photos(paths: list[Path], short_side: int) -> list[torch.Tensor]:
+    """The photos as RGB ``[3, H, W]`` in [0, 1], resized to ``short_side``."""
     from iqa_plugin.data.images import load_image, resize_short_side
 
-    return [resize_short_side(load_image(p)[None], short_side)[0] for p in held_out_paths(photos)]
+    return [resize_short_side(load_image(p)[None], short_side)[0] for p in paths]
+
+
+def _recording(fn, into: list[torch.Tensor]):
+    """``fn`` that also keeps each batch's scores, in call order (= the validation set's row order)."""
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        into.append(fn(x).reshape(-1).float())
+        return into[-1]
+
+    return score
 
 
 def scorers(model: str, seed: int) -> dict:
@@ -115,16 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     from iqa_plugin.data.degradations import KINDS
     from iqa_plugin.training.validate import build_validation_set, degradation_srcc
 
-    validation = build_validation_set(held_out_photos(args.short_side, args.photos), KINDS, crop=args.crop,
+    paths = held_out_paths(args.photos)
+    validation = build_validation_set(load_photos(paths, args.short_side), KINDS, crop=args.crop,
                                       crops=args.crops, seed=args.seed)
     results, raw = {}, {}
     for name, fn in scorers(args.model, args.seed).items():
         seen: list[torch.Tensor] = []
-        results[name] = degradation_srcc(lambda x, fn=fn, seen=seen: seen.append(fn(x).reshape(-1).float()) or seen[-1],
-                                         validation, batch_size=32)  # fmt: skip
+        results[name] = degradation_srcc(_recording(fn, seen), validation, batch_size=32)
         raw[name] = torch.cat(seen).numpy()
     print(f"machine: {describe_machine()}")
-    photo_names = ", ".join(p.name for p in held_out_paths(args.photos))
+    photo_names = ", ".join(p.name for p in paths)
     print(f"{len(validation.images)} images: {args.photos} photos ({photo_names}) x {args.crops} crops of {args.crop} px x "
           f"(pristine + {len(KINDS)} types x 5 levels)")
     names = list(results)

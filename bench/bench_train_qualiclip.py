@@ -85,13 +85,13 @@ def training_photo_paths(photos: str) -> list[Path]:
     return paths
 
 
-def _make_shards(root: Path, crop: int, pairs: int, short_side: int, photos: str = "package+pyiqa") -> str:
+def _make_shards(root: Path, crop: int, pairs: int, short_side: int, photos: list[Path]) -> str:
     from ray_jobs.shards.config import ShardsJobConfig
     from ray_jobs.shards.job import run_shards_job
 
     pristine = root / "pristine"
     pristine.mkdir()
-    for photo in training_photo_paths(photos):
+    for photo in photos:
         resized(photo, short_side).save(pristine / f"{photo.stem}.png")
     out = str(root / "shards")
     run_shards_job(ShardsJobConfig(source=str(pristine), out=out, kind="qualiclip", crop=crop,
@@ -249,14 +249,16 @@ def main() -> int:
         return 0
     if args.throughput:
         with ensure_ray(min_cpus=4, log=lambda line: None):
-            _throughput(_make_shards(root, args.crop, args.pairs, args.short_side, args.photos), root, args)
+            _throughput(_make_shards(root, args.crop, args.pairs, args.short_side, training_photo_paths(args.photos)),
+                        root, args)
         print(f"machine after: {describe_machine()}")
         return 0
+    photos = training_photo_paths(args.photos)
     validation = _validation(args.crop, args.short_side)
     recipe = {**RECIPE, "loss": {"weight_cross_sample": args.cross_sample}} if args.cross_sample else RECIPE
     untrained = _figures(QualiCLIPRecipe(QualiCLIPRecipeConfig(**RECIPE), total_steps=1).score, validation)
     with ensure_ray(min_cpus=4, log=lambda line: None):
-        shards = _make_shards(root, args.crop, args.pairs, args.short_side, args.photos)
+        shards = _make_shards(root, args.crop, args.pairs, args.short_side, photos)
         started = time.perf_counter()
         config = TrainJobConfig(
             recipe_name="qualiclip", shards=shards, out=str(root / "run"), workers=args.workers,
@@ -273,7 +275,7 @@ def main() -> int:
     network = build_network(card)
     trained = _figures(lambda x: network(x).view(-1), validation)
     print(f"\ntraining job wall time {wall:.0f} s (Ray Train start included), {args.workers} workers, "
-          f"batch {args.batch_size}/worker, crop {args.crop}, {len(training_photo_paths(args.photos))} training photos ({args.photos}) at short side {args.short_side or 'as shipped'}, "
+          f"batch {args.batch_size}/worker, crop {args.crop}, {len(photos)} training photos ({args.photos}) at short side {args.short_side or 'as shipped'}, "
           f"cross-sample weight {args.cross_sample:g}{' (0: the paper losses)' if not args.cross_sample else ''}")  # fmt: skip
     print(f"{'kind':<24} {'untrained':>9} {'trained':>8}")
     for kind, value in trained["per_kind"].items():

@@ -76,13 +76,14 @@ def choose(rows: list[tuple[float, str, float]]) -> tuple[float, str, float]:
 
 def folder_photos(folder: Path, short_side: int) -> list[torch.Tensor]:
     """Every image file in ``folder`` as RGB ``[3, H, W]`` in [0, 1], resized to ``short_side``."""
-    from iqa_plugin.data.images import load_image, resize_short_side
+    from bench.bench_sfd_iqa import load_photos
+    from ray_jobs.shards.config import DEFAULT_EXTENSIONS  # the endings the shards job reads as images
 
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in DEFAULT_EXTENSIONS)
     if not paths:
-        raise SystemExit(f"--photos {folder}: no .png/.jpg/.bmp/.webp/.tif images in it. Fix: pass the folder of "
+        raise SystemExit(f"--photos {folder}: no {'/'.join(DEFAULT_EXTENSIONS)} images in it. Fix: pass the folder of "
                          "the photos the card's model was trained on.")  # fmt: skip
-    return [resize_short_side(load_image(p)[None], short_side)[0] for p in paths]
+    return load_photos(paths, short_side)
 
 
 def main(argv: list[str] | None = None) -> int:
